@@ -1,0 +1,32 @@
+//! The command line: one file per subcommand; `main.rs` only parses and dispatches.
+
+use clap::{Parser, Subcommand};
+
+pub mod devices;
+pub mod eval;
+
+#[derive(Parser, Debug)]
+#[command(name = "ssnet", version, about = "SS-Net semi-supervised medical image segmentation on any GPU (wgpu/WGSL)")]
+pub struct Cli {
+    /// GPU to use: an adapter index from `ssnet devices` or a substring of its name.
+    #[arg(long, global = true, env = "SSNET_DEVICE")]
+    pub device: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List every GPU adapter wgpu can see, with its limits and features.
+    Devices(devices::DevicesArgs),
+    /// Evaluate segmentations: Dice, Jaccard, 95HD, ASD per case and class.
+    Eval(eval::EvalArgs),
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> crate::Result<()> {
+    match cli.command {
+        Command::Devices(a) => devices::run(a),
+        Command::Eval(a) => eval::run(a, cli.device.as_deref()),
+    }
+}

@@ -1,0 +1,171 @@
+//! Reading the reference fixtures of `../shared/golden` and comparing against them with the
+//! tolerances of its README. Used by `tests/golden.rs`; public so that other fixture sets and
+//! tools can reuse it.
+
+use crate::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+/// The fixture directory: `SSNET_GOLDEN_DIR`, else `../shared/golden` beside the crate.
+pub fn golden_dir() -> PathBuf {
+    match std::env::var_os("SSNET_GOLDEN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"),
+    }
+}
+
+/// One fixture file, fully in memory.
+pub struct Fixture {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+    pub config: serde_json::Value,
+}
+
+impl Fixture {
+    /// `Fixture::load("ops", "softmax_dim1")`.
+    pub fn load(folder: &str, stem: &str) -> Result<Fixture> {
+        let dir = golden_dir();
+        if !dir.is_dir() {
+            return Err(Error::file(&dir, "golden fixture directory not found (set SSNET_GOLDEN_DIR)"));
+        }
+        let path = dir.join(folder).join(format!("{stem}.safetensors"));
+        Self::open(&path)
+    }
+
+    pub fn open(path: &Path) -> Result<Fixture> {
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read fixture: {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+        let config = match meta.metadata().as_ref().and_then(|m| m.get("config")) {
+            Some(c) => serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad config JSON: {e}")))?,
+            None => serde_json::Value::Null,
+        };
+        Ok(Fixture { path: path.to_path_buf(), bytes, config })
+    }
+
+    fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("validated in open()")
+    }
+
+    /// Names of all tensors in the file, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.st().names().into_iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let t = self.st().tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        Ok(t.shape().to_vec())
+    }
+
+    /// An F32 tensor as (data, shape).
+    pub fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let st = self.st();
+        let t = st.tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(Error::file(&self.path, format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+        }
+        let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok((data, t.shape().to_vec()))
+    }
+
+    /// A U8 tensor as (data, shape).
+    pub fn u8(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
+        let st = self.st();
+        let t = st.tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        if t.dtype() != Dtype::U8 {
+            return Err(Error::file(&self.path, format!("tensor '{name}' is {:?}, expected U8", t.dtype())));
+        }
+        Ok((t.data().to_vec(), t.shape().to_vec()))
+    }
+
+    /// A number from the config JSON.
+    pub fn cfg_f64(&self, key: &str) -> Result<f64> {
+        self.config
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| Error::file(&self.path, format!("config has no number '{key}'")))
+    }
+}
+
+/// Errors of `got` against `want`.
+#[derive(Debug, Clone, Copy)]
+pub struct Errs {
+    pub max_abs: f64,
+    pub max_rel: f64,
+    /// ||got - want||_2 / ||want||_2 (absolute L2 when want is all zero).
+    pub rel_l2: f64,
+}
+
+pub fn errors(got: &[f32], want: &[f32]) -> Errs {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let (mut ma, mut mr, mut d2, mut w2) = (0f64, 0f64, 0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (g as f64, w as f64);
+        let d = (g - w).abs();
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        ma = ma.max(d);
+        mr = mr.max(d / w.abs().max(1e-12));
+        d2 += d * d;
+        w2 += w * w;
+    }
+    let rel_l2 = if w2 > 0.0 { (d2 / w2).sqrt() } else { d2.sqrt() };
+    Errs { max_abs: ma, max_rel: mr, rel_l2 }
+}
+
+/// Compare by relative L2 error (the golden README's policy for ops); prints the errors and
+/// the tolerance, returns an error message when over.
+pub fn check_rel_l2(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: {} values, expected {}", got.len(), want.len()));
+    }
+    let e = errors(got, want);
+    println!("{what:<48} max_abs {:.3e}  max_rel {:.3e}  rel_l2 {:.3e}  (tol rel_l2 {tol:.0e})", e.max_abs, e.max_rel, e.rel_l2);
+    if e.rel_l2 <= tol { Ok(()) } else { Err(format!("{what}: relative L2 error {:.3e} over {tol:.0e}", e.rel_l2)) }
+}
+
+/// Compare scalars (losses, metrics) by relative error `|g-w| <= tol·max(|w|, floor)`.
+pub fn check_scalar(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
+    let d = (got - want).abs();
+    let rel = d / want.abs().max(1e-12);
+    println!("{what:<48} got {got:.9e} want {want:.9e}  abs {d:.3e} rel {rel:.3e} (tol rel {tol:.0e})");
+    if d <= tol * want.abs().max(1e-6) { Ok(()) } else { Err(format!("{what}: {got} vs {want}, relative error {rel:.3e} over {tol:.0e}")) }
+}
+
+/// The summary the fixtures store for large tensors:
+/// `[sum, l2, sum|v|, v[floor(k*n/m)] for k < m]`, m = min(n, 64), computed in f64.
+pub fn summary(v: &[f32]) -> Vec<f64> {
+    let n = v.len();
+    let m = n.min(64);
+    let sum: f64 = v.iter().map(|&x| x as f64).sum();
+    let l2: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let abs: f64 = v.iter().map(|&x| (x as f64).abs()).sum();
+    let mut out = vec![sum, l2, abs];
+    out.extend((0..m).map(|k| v[k * n / m] as f64));
+    out
+}
+
+/// Compare the values `v` with a stored summary of them: the three sums within `tol·sum|v|`,
+/// each sample within `tol·(|sample| + mean|v|)`. Prints the worst error.
+pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
+    let got = summary(v);
+    if got.len() != want.len() {
+        return Err(format!("{what}: summary of {} entries, expected {}", got.len(), want.len()));
+    }
+    let scale = (want[2] as f64).abs().max(1e-30);
+    let mean_abs = scale / v.len().max(1) as f64;
+    let mut worst = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let w = w as f64;
+        let denom = if i < 3 { scale } else { w.abs() + mean_abs };
+        let e = (g - w).abs() / denom.max(1e-30);
+        let e = if e.is_nan() { f64::INFINITY } else { e };
+        worst = worst.max(e);
+    }
+    println!("{what:<48} summary worst rel {worst:.3e} (tol {tol:.0e})");
+    if worst <= tol { Ok(()) } else { Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}")) }
+}

@@ -1,0 +1,157 @@
+//! Element-wise ops: add, sub, mul, scale/affine, axpy, channel bias, relu, leaky relu,
+//! sigmoid, fill. Shader: `shaders/elementwise.wgsl`.
+
+use super::{launch, u32_of};
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::Shader;
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `EwParams` in elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct EwParams {
+    pub n: u32,
+    pub c: u32,
+    pub inner: u32,
+    pub _pad: u32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub _pad2: [f32; 2],
+}
+
+fn ew(n: usize, alpha: f32, beta: f32) -> Result<EwParams> {
+    Ok(EwParams { n: u32_of("elementwise", n)?, c: 1, inner: 1, _pad: 0, alpha, beta, _pad2: [0.0; 2] })
+}
+
+fn same(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::op(op, format!("shapes differ: {:?} and {:?}", a.shape(), b.shape())));
+    }
+    a.expect_dtype(op, DType::F32)?;
+    b.expect_dtype(op, DType::F32)
+}
+
+fn out_like(t: &Tensor, op: &str) -> Result<Tensor> {
+    Tensor::empty(t.gpu(), t.shape(), DType::F32, op)
+}
+
+/// Fill `t` with `v`, in place.
+pub fn fill_(t: &Tensor, v: f32) -> Result<()> {
+    launch(t.gpu(), Shader::Elementwise, "fill", &ew(t.numel(), v, 0.0)?, &[t.buffer()], t.numel())
+}
+
+/// `alpha * a + beta * b` (same shapes).
+pub fn lincomb(a: &Tensor, alpha: f32, b: &Tensor, beta: f32) -> Result<Tensor> {
+    same("lincomb", a, b)?;
+    let out = out_like(a, "lincomb")?;
+    launch(a.gpu(), Shader::Elementwise, "lincomb_fwd", &ew(a.numel(), alpha, beta)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    Ok(record("lincomb", out, &[a, b], move |g, need| {
+        Ok(vec![
+            if need[0] { Some(scale(g, alpha)?) } else { None },
+            if need[1] { Some(scale(g, beta)?) } else { None },
+        ])
+    }))
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    lincomb(a, 1.0, b, 1.0)
+}
+
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    lincomb(a, 1.0, b, -1.0)
+}
+
+/// `a + s * b`.
+pub fn axpy(a: &Tensor, s: f32, b: &Tensor) -> Result<Tensor> {
+    lincomb(a, 1.0, b, s)
+}
+
+/// Element-wise product.
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same("mul", a, b)?;
+    let out = out_like(a, "mul")?;
+    launch(a.gpu(), Shader::Elementwise, "mul_fwd", &ew(a.numel(), 0.0, 0.0)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    let (sa, sb) = (a.detach(), b.detach());
+    Ok(record("mul", out, &[a, b], move |g, need| {
+        Ok(vec![if need[0] { Some(mul(g, &sb)?) } else { None }, if need[1] { Some(mul(g, &sa)?) } else { None }])
+    }))
+}
+
+/// `alpha * x + beta`.
+pub fn affine(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+    x.expect_dtype("affine", DType::F32)?;
+    let out = out_like(x, "affine")?;
+    launch(x.gpu(), Shader::Elementwise, "affine_fwd", &ew(x.numel(), alpha, beta)?, &[x.buffer(), out.buffer()], x.numel())?;
+    Ok(record("affine", out, &[x], move |g, _| Ok(vec![Some(scale(g, alpha)?)])))
+}
+
+/// `s * x`.
+pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
+    affine(x, s, 0.0)
+}
+
+/// max(x, 0).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    leaky_relu(x, 0.0)
+}
+
+/// x if x > 0 else slope * x.
+pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
+    x.expect_dtype("leaky_relu", DType::F32)?;
+    let out = out_like(x, "leaky_relu")?;
+    launch(x.gpu(), Shader::Elementwise, "leaky_relu_fwd", &ew(x.numel(), slope, 0.0)?, &[x.buffer(), out.buffer()], x.numel())?;
+    let sx = x.detach();
+    Ok(record("leaky_relu", out, &[x], move |g, _| Ok(vec![Some(leaky_relu_bwd_input(&sx, g, slope)?)])))
+}
+
+/// Input gradient of leaky relu given the forward input.
+pub fn leaky_relu_bwd_input(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor> {
+    same("leaky_relu_bwd_input", x, g)?;
+    let gx = out_like(x, "leaky_relu_bwd_input")?;
+    launch(x.gpu(), Shader::Elementwise, "leaky_relu_bwd_input", &ew(x.numel(), slope, 0.0)?, &[x.buffer(), g.buffer(), gx.buffer()], x.numel())?;
+    Ok(gx)
+}
+
+/// 1 / (1 + exp(-x)).
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    x.expect_dtype("sigmoid", DType::F32)?;
+    let out = out_like(x, "sigmoid")?;
+    launch(x.gpu(), Shader::Elementwise, "sigmoid_fwd", &ew(x.numel(), 0.0, 0.0)?, &[x.buffer(), out.buffer()], x.numel())?;
+    let sy = out.detach();
+    Ok(record("sigmoid", out, &[x], move |g, _| Ok(vec![Some(sigmoid_bwd_input(&sy, g)?)])))
+}
+
+/// Input gradient of sigmoid given the forward output.
+pub fn sigmoid_bwd_input(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    same("sigmoid_bwd_input", y, g)?;
+    let gx = out_like(y, "sigmoid_bwd_input")?;
+    launch(y.gpu(), Shader::Elementwise, "sigmoid_bwd_input", &ew(y.numel(), 0.0, 0.0)?, &[y.buffer(), g.buffer(), gx.buffer()], y.numel())?;
+    Ok(gx)
+}
+
+/// `x[.., c, ..] + b[c]` with the channel at `axis` (x of any rank; b of length shape[axis]).
+pub fn bias_add(x: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
+    let op = "bias_add";
+    x.expect_dtype(op, DType::F32)?;
+    let sh = x.shape().to_vec();
+    if axis >= sh.len() || b.shape() != [sh[axis]] {
+        return Err(Error::op(op, format!("bias {:?} for input {:?} on axis {axis}", b.shape(), sh)));
+    }
+    let inner: usize = sh[axis + 1..].iter().product();
+    let out = out_like(x, op)?;
+    let p = EwParams { n: u32_of(op, x.numel())?, c: sh[axis] as u32, inner: u32_of(op, inner)?, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
+    launch(x.gpu(), Shader::Elementwise, "bias_fwd", &p, &[x.buffer(), b.buffer(), out.buffer()], x.numel())?;
+    Ok(record(op, out, &[x, b], move |g, need| {
+        let gb = if need[1] { Some(bias_bwd_bias(g, axis)?) } else { None };
+        Ok(vec![if need[0] { Some(g.clone()) } else { None }, gb])
+    }))
+}
+
+/// Bias gradient: the upstream gradient summed over every axis but `axis`.
+pub fn bias_bwd_bias(g: &Tensor, axis: usize) -> Result<Tensor> {
+    let sh = g.shape().to_vec();
+    let axes: Vec<usize> = (0..sh.len()).filter(|&a| a != axis).collect();
+    let s = super::reduce::sum_axes(g, &axes)?;
+    s.reshape(&[sh[axis]])
+}

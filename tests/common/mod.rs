@@ -1,0 +1,39 @@
+//! Shared test helpers: the GPU (a failure, never a skip, when there is none), seeded random
+//! data, and comparisons with a written tolerance that print their errors.
+#![allow(dead_code)]
+
+use ssnet::gpu::Gpu;
+use ssnet::tensor::Tensor;
+use std::sync::Arc;
+
+/// The test GPU. No adapter is a test failure with the way to get one.
+pub fn gpu() -> Arc<Gpu> {
+    match Gpu::shared() {
+        Ok(g) => g,
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    }
+}
+
+pub fn upload(g: &Arc<Gpu>, v: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_f32(g, &ssnet::reference::to_f32(v), shape).unwrap()
+}
+
+pub fn down(t: &Tensor) -> Vec<f64> {
+    ssnet::reference::to_f64(&t.to_f32().unwrap())
+}
+
+/// Relative L2 error of `got` against `want`, must be within `tol`; prints the errors.
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let g: Vec<f32> = got.iter().map(|&x| x as f32).collect();
+    let w: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+    if let Err(e) = ssnet::golden::check_rel_l2(what, &g, &w, tol) {
+        panic!("{e}");
+    }
+}
+
+/// Forward and backward tolerance for f32 kernels against the f64 twins (relative L2).
+pub const TOL_FWD: f64 = 1e-6;
+pub const TOL_BWD: f64 = 1e-5;
+/// Finite differences on the f64 twins.
+pub const TOL_FD: f64 = 1e-5;
