@@ -32,6 +32,9 @@ fn verdict(results: Vec<Result<(), String>>) {
     assert!(fails.is_empty(), "golden mismatch:\n  {}", fails.join("\n  "));
 }
 
+include!("golden/ops.rs");
+include!("golden/conv.rs");
+include!("golden/norm.rs");
 include!("golden/eval.rs");
 
 /// Every fixture on disk must have a test of its name in this binary; lists those that do

@@ -1,0 +1,1 @@
+// Golden tests, included by tests/golden.rs.
