@@ -43,11 +43,25 @@ pub struct BinaryMetrics {
 
 impl BinaryMetrics {
     /// SS-Net's score for an empty prediction.
-    pub const ZERO: BinaryMetrics = BinaryMetrics { dice: 0.0, jaccard: 0.0, hd95: 0.0, asd: 0.0, assd: 0.0, hd: 0.0 };
+    pub const ZERO: BinaryMetrics = BinaryMetrics {
+        dice: 0.0,
+        jaccard: 0.0,
+        hd95: 0.0,
+        asd: 0.0,
+        assd: 0.0,
+        hd: 0.0,
+    };
 
     /// The values in the order of [`BinaryMetrics::NAMES`].
     pub fn values(&self) -> [f64; 6] {
-        [self.dice, self.jaccard, self.hd95, self.asd, self.assd, self.hd]
+        [
+            self.dice,
+            self.jaccard,
+            self.hd95,
+            self.asd,
+            self.assd,
+            self.hd,
+        ]
     }
 
     /// Column names, in the order of [`BinaryMetrics::values`].
@@ -55,7 +69,12 @@ impl BinaryMetrics {
 }
 
 /// Check that the masks fill `dims` and that `spacing`, if any, is positive and finite.
-fn check_shapes(a: &[bool], b: &[bool], dims: &[usize], spacing: Option<&[f64]>) -> Result<Vec<f64>> {
+fn check_shapes(
+    a: &[bool],
+    b: &[bool],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+) -> Result<Vec<f64>> {
     let n: usize = dims.iter().product();
     if dims.is_empty() || a.len() != n || b.len() != n {
         return Err(Error::msg(format!(
@@ -82,7 +101,11 @@ fn count(m: &[bool]) -> usize {
 /// Dice coefficient (medpy `dc`); 0 when both masks are empty, as medpy.
 pub fn dice(pred: &[bool], gt: &[bool]) -> Result<f64> {
     if pred.len() != gt.len() {
-        return Err(Error::msg(format!("dice: masks of {} and {} voxels", pred.len(), gt.len())));
+        return Err(Error::msg(format!(
+            "dice: masks of {} and {} voxels",
+            pred.len(),
+            gt.len()
+        )));
     }
     let (mut inter, mut np, mut ng) = (0usize, 0usize, 0usize);
     for (&p, &g) in pred.iter().zip(gt) {
@@ -90,20 +113,32 @@ pub fn dice(pred: &[bool], gt: &[bool]) -> Result<f64> {
         np += p as usize;
         ng += g as usize;
     }
-    Ok(if np + ng == 0 { 0.0 } else { 2.0 * inter as f64 / (np + ng) as f64 })
+    Ok(if np + ng == 0 {
+        0.0
+    } else {
+        2.0 * inter as f64 / (np + ng) as f64
+    })
 }
 
 /// Jaccard index (medpy `jc`); 0 when both masks are empty (medpy divides by zero).
 pub fn jaccard(pred: &[bool], gt: &[bool]) -> Result<f64> {
     if pred.len() != gt.len() {
-        return Err(Error::msg(format!("jaccard: masks of {} and {} voxels", pred.len(), gt.len())));
+        return Err(Error::msg(format!(
+            "jaccard: masks of {} and {} voxels",
+            pred.len(),
+            gt.len()
+        )));
     }
     let (mut inter, mut union) = (0usize, 0usize);
     for (&p, &g) in pred.iter().zip(gt) {
         inter += (p && g) as usize;
         union += (p || g) as usize;
     }
-    Ok(if union == 0 { 0.0 } else { inter as f64 / union as f64 })
+    Ok(if union == 0 {
+        0.0
+    } else {
+        inter as f64 / union as f64
+    })
 }
 
 /// The border of `mask`: `mask XOR binary_erosion(mask, cross)`, the outside of the array
@@ -195,33 +230,60 @@ fn crop_to_union(a: &[bool], b: &[bool], dims: &[usize]) -> (Vec<bool>, Vec<bool
 /// of the `from` border voxels. Both borders are given (already cropped).
 fn directed(from_border: &[bool], to_border: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
     let d2 = squared_edt(to_border, dims, spacing);
-    from_border.iter().zip(&d2).filter(|(&f, _)| f).map(|(_, &d)| d.sqrt()).collect()
+    from_border
+        .iter()
+        .zip(&d2)
+        .filter(|(&f, _)| f)
+        .map(|(_, &d)| d.sqrt())
+        .collect()
 }
 
 /// Both directed surface-distance sets: (a → b, b → a). Errors when a mask is empty.
-fn both_directions(a: &[bool], b: &[bool], dims: &[usize], spacing: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)> {
+fn both_directions(
+    a: &[bool],
+    b: &[bool],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let sp = check_shapes(a, b, dims, spacing)?;
     if count(a) == 0 {
-        return Err(Error::msg("surface distance: the first mask (prediction) is empty"));
+        return Err(Error::msg(
+            "surface distance: the first mask (prediction) is empty",
+        ));
     }
     if count(b) == 0 {
-        return Err(Error::msg("surface distance: the second mask (ground truth) is empty"));
+        return Err(Error::msg(
+            "surface distance: the second mask (ground truth) is empty",
+        ));
     }
     let (ca, cb, cdims) = crop_to_union(a, b, dims);
     let ba = border(&ca, &cdims);
     let bb = border(&cb, &cdims);
-    Ok((directed(&ba, &bb, &cdims, &sp), directed(&bb, &ba, &cdims, &sp)))
+    Ok((
+        directed(&ba, &bb, &cdims, &sp),
+        directed(&bb, &ba, &cdims, &sp),
+    ))
 }
 
 /// Distances from every border voxel of `a` to the nearest border voxel of `b` (medpy's
 /// `__surface_distances(a, b)`), in raster order of a's border voxels.
-pub fn surface_distances(a: &[bool], b: &[bool], dims: &[usize], spacing: Option<&[f64]>) -> Result<Vec<f64>> {
+pub fn surface_distances(
+    a: &[bool],
+    b: &[bool],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+) -> Result<Vec<f64>> {
     let sp = check_shapes(a, b, dims, spacing)?;
     if count(a) == 0 || count(b) == 0 {
         return Err(Error::msg("surface distance: a mask is empty"));
     }
     let (ca, cb, cdims) = crop_to_union(a, b, dims);
-    Ok(directed(&border(&ca, &cdims), &border(&cb, &cdims), &cdims, &sp))
+    Ok(directed(
+        &border(&ca, &cdims),
+        &border(&cb, &cdims),
+        &cdims,
+        &sp,
+    ))
 }
 
 /// `numpy.percentile(values, q)` with the default linear method, reproduced operation for
@@ -243,7 +305,11 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     // Selection instead of a full sort: O(n).
     let (_, lo, rest) = values.select_nth_unstable_by(lo_i, f64::total_cmp);
     let lo = *lo;
-    let hi = if hi_i == lo_i { lo } else { rest.iter().copied().fold(f64::INFINITY, f64::min) };
+    let hi = if hi_i == lo_i {
+        lo
+    } else {
+        rest.iter().copied().fold(f64::INFINITY, f64::min)
+    };
     let diff = hi - lo;
     if gamma >= 0.5 {
         hi - diff * (1.0 - gamma)
@@ -276,14 +342,28 @@ pub fn assd(pred: &[bool], gt: &[bool], dims: &[usize], spacing: Option<&[f64]>)
 }
 
 /// Hausdorff distance (medpy `hd`): the largest surface distance either way.
-pub fn hausdorff(pred: &[bool], gt: &[bool], dims: &[usize], spacing: Option<&[f64]>) -> Result<f64> {
+pub fn hausdorff(
+    pred: &[bool],
+    gt: &[bool],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+) -> Result<f64> {
     let (pg, gp) = both_directions(pred, gt, dims, spacing)?;
-    Ok(pg.iter().chain(&gp).copied().fold(f64::NEG_INFINITY, f64::max))
+    Ok(pg
+        .iter()
+        .chain(&gp)
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max))
 }
 
 /// All metrics of one case with the empty-mask rules of the module docs; the two distance
 /// transforms are computed once for all surface metrics.
-pub fn evaluate(pred: &[bool], gt: &[bool], dims: &[usize], spacing: Option<&[f64]>) -> Result<BinaryMetrics> {
+pub fn evaluate(
+    pred: &[bool],
+    gt: &[bool],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+) -> Result<BinaryMetrics> {
     check_shapes(pred, gt, dims, spacing)?;
     if count(pred) == 0 {
         return Ok(BinaryMetrics::ZERO);
@@ -292,16 +372,34 @@ pub fn evaluate(pred: &[bool], gt: &[bool], dims: &[usize], spacing: Option<&[f6
     let jaccard = jaccard(pred, gt)?;
     if count(gt) == 0 {
         let nan = f64::NAN;
-        return Ok(BinaryMetrics { dice, jaccard, hd95: nan, asd: nan, assd: nan, hd: nan });
+        return Ok(BinaryMetrics {
+            dice,
+            jaccard,
+            hd95: nan,
+            asd: nan,
+            assd: nan,
+            hd: nan,
+        });
     }
     let (pg, gp) = both_directions(pred, gt, dims, spacing)?;
     let asd = mean(&pg);
     let assd = (asd + mean(&gp)) / 2.0;
-    let hd = pg.iter().chain(&gp).copied().fold(f64::NEG_INFINITY, f64::max);
+    let hd = pg
+        .iter()
+        .chain(&gp)
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut pooled = pg;
     pooled.extend_from_slice(&gp);
     let hd95 = percentile(&mut pooled, 95.0);
-    Ok(BinaryMetrics { dice, jaccard, hd95, asd, assd, hd })
+    Ok(BinaryMetrics {
+        dice,
+        jaccard,
+        hd95,
+        asd,
+        assd,
+        hd,
+    })
 }
 
 /// The mask of one class of a label map.
@@ -317,10 +415,21 @@ pub fn foreground(labels: &[u8]) -> Vec<bool> {
 /// Per-class metrics of multi-label maps: for each class `c` of `classes`, [`evaluate`] of
 /// `(pred == c, gt == c)`. A class missing from the prediction scores 0 everywhere (SS-Net's
 /// ACDC rule); a class missing from the ground truth follows the empty-gt rule.
-pub fn per_class(pred: &[u8], gt: &[u8], dims: &[usize], spacing: Option<&[f64]>, classes: &[u8]) -> Result<Vec<(u8, BinaryMetrics)>> {
+pub fn per_class(
+    pred: &[u8],
+    gt: &[u8],
+    dims: &[usize],
+    spacing: Option<&[f64]>,
+    classes: &[u8],
+) -> Result<Vec<(u8, BinaryMetrics)>> {
     classes
         .iter()
-        .map(|&c| Ok((c, evaluate(&class_mask(pred, c), &class_mask(gt, c), dims, spacing)?)))
+        .map(|&c| {
+            Ok((
+                c,
+                evaluate(&class_mask(pred, c), &class_mask(gt, c), dims, spacing)?,
+            ))
+        })
         .collect()
 }
 
@@ -361,7 +470,10 @@ mod tests {
             }
         }
         let m = evaluate(&a, &a, &dims, None).unwrap();
-        assert_eq!((m.dice, m.jaccard, m.hd95, m.asd, m.hd), (1.0, 1.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (m.dice, m.jaccard, m.hd95, m.asd, m.hd),
+            (1.0, 1.0, 0.0, 0.0, 0.0)
+        );
         // Shift by one column, spacing 2 along x: every distance is 0 or 2.
         let mut b = vec![false; 24];
         for y in 1..3 {
@@ -382,8 +494,14 @@ mod tests {
         let dims = [2usize, 2];
         let none = [false; 4];
         let some = [true, false, false, false];
-        assert_eq!(evaluate(&none, &some, &dims, None).unwrap(), BinaryMetrics::ZERO);
-        assert_eq!(evaluate(&none, &none, &dims, None).unwrap(), BinaryMetrics::ZERO);
+        assert_eq!(
+            evaluate(&none, &some, &dims, None).unwrap(),
+            BinaryMetrics::ZERO
+        );
+        assert_eq!(
+            evaluate(&none, &none, &dims, None).unwrap(),
+            BinaryMetrics::ZERO
+        );
         let m = evaluate(&some, &none, &dims, None).unwrap();
         assert_eq!((m.dice, m.jaccard), (0.0, 0.0));
         assert!(m.hd95.is_nan() && m.asd.is_nan() && m.assd.is_nan() && m.hd.is_nan());

@@ -19,7 +19,11 @@ pub const CONN_26: usize = 3;
 /// Returns the label of every voxel (0 = background, components numbered 1, 2, ... in the
 /// raster order of their first voxel, as `skimage.measure.label` numbers them) and the size
 /// of each component (`sizes[l - 1]` for label `l`).
-pub fn label_components(mask: &[bool], dims: &[usize], connectivity: usize) -> Result<(Vec<u32>, Vec<usize>)> {
+pub fn label_components(
+    mask: &[bool],
+    dims: &[usize],
+    connectivity: usize,
+) -> Result<(Vec<u32>, Vec<usize>)> {
     check(mask.len(), dims, connectivity)?;
     let nd = dims.len();
     let mut strides = vec![1usize; nd];
@@ -51,7 +55,8 @@ pub fn label_components(mask: &[bool], dims: &[usize], connectivity: usize) -> R
         if !mask[start] || labels[start] != 0 {
             continue;
         }
-        let id = u32::try_from(sizes.len() + 1).map_err(|_| Error::msg("connected components: more than 2^32 components"))?;
+        let id = u32::try_from(sizes.len() + 1)
+            .map_err(|_| Error::msg("connected components: more than 2^32 components"))?;
         labels[start] = id;
         let mut size = 0usize;
         stack.push(start);
@@ -103,7 +108,9 @@ pub fn largest_component(mask: &[bool], dims: &[usize], connectivity: usize) -> 
 fn check(len: usize, dims: &[usize], connectivity: usize) -> Result<()> {
     let n: usize = dims.iter().product();
     if dims.is_empty() || n != len {
-        return Err(Error::msg(format!("connected components: {len} voxels do not fill dims {dims:?}")));
+        return Err(Error::msg(format!(
+            "connected components: {len} voxels do not fill dims {dims:?}"
+        )));
     }
     if connectivity == 0 || connectivity > dims.len() {
         return Err(Error::msg(format!(
@@ -122,7 +129,10 @@ mod tests {
     fn mask(s: &[&str]) -> (Vec<bool>, Vec<usize>) {
         let h = s.len();
         let w = s[0].len();
-        (s.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(), vec![h, w])
+        (
+            s.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(),
+            vec![h, w],
+        )
     }
 
     #[test]
@@ -137,7 +147,11 @@ mod tests {
         // Two voxels sharing a face, an edge, a corner with the origin.
         let dims = [2, 2, 2];
         let at = |z: usize, y: usize, x: usize| z * 4 + y * 2 + x;
-        for (other, comps) in [(at(0, 0, 1), [1, 1, 1]), (at(0, 1, 1), [2, 1, 1]), (at(1, 1, 1), [2, 2, 1])] {
+        for (other, comps) in [
+            (at(0, 0, 1), [1, 1, 1]),
+            (at(0, 1, 1), [2, 1, 1]),
+            (at(1, 1, 1), [2, 2, 1]),
+        ] {
             let mut m = vec![false; 8];
             m[0] = true;
             m[other] = true;
@@ -153,9 +167,17 @@ mod tests {
         let (m, d) = mask(&["##..#", "....#", "#...."]);
         // Components: {0,1} size 2, {4,9} size 2, {10} size 1: tie goes to the first.
         let l = largest_component(&m, &d, 2).unwrap();
-        let kept: Vec<usize> = l.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i).collect();
+        let kept: Vec<usize> = l
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(kept, vec![0, 1]);
-        assert!(largest_component(&[false; 4], &[2, 2], 2).unwrap().iter().all(|&b| !b));
+        assert!(largest_component(&[false; 4], &[2, 2], 2)
+            .unwrap()
+            .iter()
+            .all(|&b| !b));
         assert!(label_components(&m, &d, 3).is_err());
         assert!(label_components(&m, &[3, 4], 1).is_err());
     }

@@ -20,9 +20,21 @@
 /// (callers validate user-supplied shapes first).
 pub fn squared_edt(sites: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
     let n: usize = dims.iter().product();
-    assert_eq!(sites.len(), n, "squared_edt: {} elements for dims {dims:?}", sites.len());
-    assert_eq!(spacing.len(), dims.len(), "squared_edt: spacing {spacing:?} for dims {dims:?}");
-    let mut g: Vec<f64> = sites.iter().map(|&s| if s { 0.0 } else { f64::INFINITY }).collect();
+    assert_eq!(
+        sites.len(),
+        n,
+        "squared_edt: {} elements for dims {dims:?}",
+        sites.len()
+    );
+    assert_eq!(
+        spacing.len(),
+        dims.len(),
+        "squared_edt: spacing {spacing:?} for dims {dims:?}"
+    );
+    let mut g: Vec<f64> = sites
+        .iter()
+        .map(|&s| if s { 0.0 } else { f64::INFINITY })
+        .collect();
     if n == 0 || !sites.iter().any(|&s| s) {
         return g;
     }
@@ -166,7 +178,10 @@ mod tests {
                 let got = squared_edt(&sites, &dims, &spacing);
                 let want = brute(&sites, &dims, &spacing);
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-9 * w.max(1.0) || (g.is_infinite() && w.is_infinite()), "{dims:?}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-9 * w.max(1.0) || (g.is_infinite() && w.is_infinite()),
+                        "{dims:?}: {g} vs {w}"
+                    );
                 }
             }
         }

@@ -11,8 +11,8 @@ pub mod edt;
 pub mod zoom;
 
 pub use binary::{
-    asd, assd, border, class_mask, dice, evaluate, foreground, hausdorff, hd95, jaccard, per_class, percentile,
-    surface_distances, BinaryMetrics,
+    asd, assd, border, class_mask, dice, evaluate, foreground, hausdorff, hd95, jaccard, per_class,
+    percentile, surface_distances, BinaryMetrics,
 };
 pub use components::{label_components, largest_component, CONN_18, CONN_26, CONN_6};
 pub use edt::squared_edt;

@@ -15,7 +15,11 @@ pub fn index_map(in_len: usize, out_len: usize) -> Vec<usize> {
     if in_len == 0 {
         return Vec::new();
     }
-    let zoom = if out_len > 1 { (in_len - 1) as f64 / (out_len - 1) as f64 } else { 1.0 };
+    let zoom = if out_len > 1 {
+        (in_len - 1) as f64 / (out_len - 1) as f64
+    } else {
+        1.0
+    };
     (0..out_len)
         .map(|o| {
             let c = o as f64 * zoom;
@@ -36,7 +40,11 @@ pub fn zoomed_shape(in_dims: &[usize], factors: &[f64]) -> Vec<usize> {
             let x = d as f64 * f;
             let r = x.round();
             // Rust's round() takes halves away from zero; Python's goes to the even neighbour.
-            let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r };
+            let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+                r - x.signum()
+            } else {
+                r
+            };
             r.max(0.0) as usize
         })
         .collect()
@@ -54,7 +62,9 @@ pub fn zoom_nearest<T: Copy>(src: &[T], in_dims: &[usize], out_dims: &[usize]) -
         )));
     }
     if n == 0 {
-        return Err(Error::msg(format!("zoom: cannot resize an empty array of shape {in_dims:?}")));
+        return Err(Error::msg(format!(
+            "zoom: cannot resize an empty array of shape {in_dims:?}"
+        )));
     }
     let nd = in_dims.len();
     let mut strides = vec![1usize; nd];
@@ -63,7 +73,12 @@ pub fn zoom_nearest<T: Copy>(src: &[T], in_dims: &[usize], out_dims: &[usize]) -
     }
     // Per axis, the input offset (index · stride) of every output index.
     let maps: Vec<Vec<usize>> = (0..nd)
-        .map(|a| index_map(in_dims[a], out_dims[a]).into_iter().map(|i| i * strides[a]).collect())
+        .map(|a| {
+            index_map(in_dims[a], out_dims[a])
+                .into_iter()
+                .map(|i| i * strides[a])
+                .collect()
+        })
         .collect();
     let total: usize = out_dims.iter().product();
     let mut out = Vec::with_capacity(total);
@@ -106,7 +121,10 @@ mod tests {
 
     #[test]
     fn shape_rounding() {
-        assert_eq!(zoomed_shape(&[13, 9], &[256.0 / 13.0, 256.0 / 9.0]), vec![256, 256]);
+        assert_eq!(
+            zoomed_shape(&[13, 9], &[256.0 / 13.0, 256.0 / 9.0]),
+            vec![256, 256]
+        );
         assert_eq!(zoomed_shape(&[5, 3], &[0.5, 0.5]), vec![2, 2]); // 2.5 → 2, 1.5 → 2
     }
 

@@ -12,7 +12,12 @@ fn eval_metrics(stem: &str) {
     let (lcc_want, ldims) = fx.u8("largest_cc").unwrap();
     assert_eq!(dims, pdims);
     assert_eq!(dims, ldims);
-    let spacing: Vec<f64> = fx.config["spacing"].as_array().expect("config.spacing").iter().map(|v| v.as_f64().unwrap()).collect();
+    let spacing: Vec<f64> = fx.config["spacing"]
+        .as_array()
+        .expect("config.spacing")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let (p, g) = (foreground(&pred), foreground(&gt));
     let m = evaluate(&p, &g, &dims, Some(&spacing)).unwrap();
     let lcc = largest_component(&p, &dims, CONN_26).unwrap();
@@ -20,7 +25,13 @@ fn eval_metrics(stem: &str) {
     let lcc_u8: Vec<u8> = lcc.iter().map(|&b| b as u8).collect();
     let want_lcc: Vec<u8> = lcc_want.iter().map(|&v| (v != 0) as u8).collect();
     let lcc_diff = lcc_u8.iter().zip(&want_lcc).filter(|(a, b)| a != b).count();
-    println!("{:<48} {} voxels differ of {} ({} kept)", "largest_cc", lcc_diff, lcc_u8.len(), want_lcc.iter().filter(|&&v| v == 1).count());
+    println!(
+        "{:<48} {} voxels differ of {} ({} kept)",
+        "largest_cc",
+        lcc_diff,
+        lcc_u8.len(),
+        want_lcc.iter().filter(|&&v| v == 1).count()
+    );
     let tol = tol::METRIC;
     verdict(vec![
         check_scalar("dice", m.dice, fx.cfg_f64("dice").unwrap(), tol),
@@ -29,7 +40,11 @@ fn eval_metrics(stem: &str) {
         check_scalar("asd", m.asd, fx.cfg_f64("asd").unwrap(), tol),
         check_scalar("hd95_lcc", ml.hd95, fx.cfg_f64("hd95_lcc").unwrap(), tol),
         check_scalar("dice_lcc", ml.dice, fx.cfg_f64("dice_lcc").unwrap(), tol),
-        if lcc_diff == 0 { Ok(()) } else { Err(format!("largest_cc: {lcc_diff} voxels differ")) },
+        if lcc_diff == 0 {
+            Ok(())
+        } else {
+            Err(format!("largest_cc: {lcc_diff} voxels differ"))
+        },
     ]);
 }
 
@@ -62,9 +77,20 @@ fn eval_zoom(stem: &str) {
     assert_eq!(idims, ldims);
     assert_eq!(lback, ldims);
     let exact = |what: &str, got_bits: Vec<u32>, want_bits: Vec<u32>| -> Result<(), String> {
-        let diff = got_bits.iter().zip(&want_bits).filter(|(a, b)| a != b).count();
-        println!("{what:<48} {diff} of {} elements differ (exact)", want_bits.len());
-        if got_bits.len() == want_bits.len() && diff == 0 { Ok(()) } else { Err(format!("{what}: {diff} elements differ")) }
+        let diff = got_bits
+            .iter()
+            .zip(&want_bits)
+            .filter(|(a, b)| a != b)
+            .count();
+        println!(
+            "{what:<48} {diff} of {} elements differ (exact)",
+            want_bits.len()
+        );
+        if got_bits.len() == want_bits.len() && diff == 0 {
+            Ok(())
+        } else {
+            Err(format!("{what}: {diff} elements differ"))
+        }
     };
     let img = zoom_nearest(&image, &idims, &[256, 256]).unwrap();
     let lab = zoom_nearest(&label, &ldims, &[256, 256]).unwrap();
