@@ -1,5 +1,258 @@
-// placeholder
-struct P { n: u32 }
-@group(0) @binding(0) var<uniform> p: P;
+// Losses on [N, C, S] tensors (S = product of spatial dims; element (n, c, s) at
+// (n * C + c) * S + s) with u32 label maps [N, S] or soft targets [N, C, S].
+//
+// Cross-entropy: ce_fwd writes the per-voxel loss (summed and scaled by the caller's
+// deterministic reduction); ce_bwd writes (softmax - onehot) * g[0] * scale.
+//
+// Dice family, from three statistics per class c:
+//   I_c = sum p·t,  P_c = sum p^k,  T_c = sum t^k   (k = 1 or 2)
+// dice_partial_*: one 256-wide workgroup per (chunk, class), partial[(chunk*C + c)*3 + j],
+//   fixed tree; the caller sums the chunks in order (no atomics).
+// dice_loss_fwd: one invocation turns the C*3 statistics into the loss (mode below).
+// dice_bwd: dL/dp = g[0] * (dL/dI_c * t + dL/dP_c * k * p^(k-1)).
+// Modes: 0 = binary on channel 1 (SS-Net's 3D supervised loss), 1 = whole tensor (sums over
+// every channel: SS-Net's 3D VAT distance), 2 = mean over classes of per-class Dice loss.
+
+struct LossParams {
+    n: u32,
+    c: u32,
+    s: u32,
+    chunks: u32,
+    chunk: u32,
+    mode: u32,
+    power: u32,
+    _pad: u32,
+    eps: f32,
+    scale: f32,
+    _p1: f32,
+    _p2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: LossParams;
+
+fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
+}
+
+// ---- cross-entropy
+@group(0) @binding(1) var<storage, read> ce_x: array<f32>;
+@group(0) @binding(2) var<storage, read> ce_y: array<u32>;
+@group(0) @binding(3) var<storage, read_write> ce_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn ce_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.s) { return; }
+    let nn = i / p.s;
+    let base = nn * p.c * p.s + i % p.s;
+    var m = ce_x[base];
+    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, ce_x[base + c * p.s]); }
+    var z = 0.0;
+    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(ce_x[base + c * p.s] - m); }
+    let lab = min(ce_y[i], p.c - 1u);
+    ce_out[i] = log(z) + m - ce_x[base + lab * p.s];
+}
+
+@group(0) @binding(1) var<storage, read> cb_x: array<f32>;
+@group(0) @binding(2) var<storage, read> cb_y: array<u32>;
+@group(0) @binding(3) var<storage, read> cb_g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cb_gx: array<f32>;
+
+@compute @workgroup_size(256)
+fn ce_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.s) { return; }
+    let nn = i / p.s;
+    let base = nn * p.c * p.s + i % p.s;
+    var m = cb_x[base];
+    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, cb_x[base + c * p.s]); }
+    var z = 0.0;
+    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(cb_x[base + c * p.s] - m); }
+    let lab = cb_y[i];
+    let gs = cb_g[0] * p.scale;
+    for (var c = 0u; c < p.c; c = c + 1u) {
+        let sm = exp(cb_x[base + c * p.s] - m) / z;
+        cb_gx[base + c * p.s] = (sm - select(0.0, 1.0, c == lab)) * gs;
+    }
+}
+
+// ---- Dice statistics
+var<workgroup> w_i: array<f32, 256>;
+var<workgroup> w_p: array<f32, 256>;
+var<workgroup> w_t: array<f32, 256>;
+
+fn powk(v: f32) -> f32 {
+    return select(v, v * v, p.power == 2u);
+}
+
+fn tree_sum3(lid: u32) {
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            w_i[lid] = w_i[lid] + w_i[lid + s];
+            w_p[lid] = w_p[lid] + w_p[lid + s];
+            w_t[lid] = w_t[lid] + w_t[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+@group(0) @binding(1) var<storage, read> dl_p: array<f32>;
+@group(0) @binding(2) var<storage, read> dl_y: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dl_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn dice_partial_labels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = wid.y * nwg.x + wid.x;   // chunk * C + c
+    if (o >= p.chunks * p.c) { return; }
+    let c = o % p.c;
+    let k = o / p.c;
+    let total = p.n * p.s;
+    let e0 = k * p.chunk;
+    let e1 = min(total, e0 + p.chunk);
+    var si = 0.0; var sp = 0.0; var st = 0.0;
+    for (var e = e0 + lid.x; e < e1; e = e + 256u) {
+        let pv = dl_p[((e / p.s) * p.c + c) * p.s + e % p.s];
+        let tv = select(0.0, 1.0, dl_y[e] == c);
+        si = si + pv * tv;
+        sp = sp + powk(pv);
+        st = st + tv;
+    }
+    w_i[lid.x] = si; w_p[lid.x] = sp; w_t[lid.x] = st;
+    tree_sum3(lid.x);
+    if (lid.x == 0u) {
+        dl_out[o * 3u] = w_i[0];
+        dl_out[o * 3u + 1u] = w_p[0];
+        dl_out[o * 3u + 2u] = w_t[0];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> ds_p: array<f32>;
+@group(0) @binding(2) var<storage, read> ds_q: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ds_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn dice_partial_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = wid.y * nwg.x + wid.x;
+    if (o >= p.chunks * p.c) { return; }
+    let c = o % p.c;
+    let k = o / p.c;
+    let total = p.n * p.s;
+    let e0 = k * p.chunk;
+    let e1 = min(total, e0 + p.chunk);
+    var si = 0.0; var sp = 0.0; var st = 0.0;
+    for (var e = e0 + lid.x; e < e1; e = e + 256u) {
+        let at = ((e / p.s) * p.c + c) * p.s + e % p.s;
+        let pv = ds_p[at];
+        let tv = ds_q[at];
+        si = si + pv * tv;
+        sp = sp + powk(pv);
+        st = st + powk(tv);
+    }
+    w_i[lid.x] = si; w_p[lid.x] = sp; w_t[lid.x] = st;
+    tree_sum3(lid.x);
+    if (lid.x == 0u) {
+        ds_out[o * 3u] = w_i[0];
+        ds_out[o * 3u + 1u] = w_p[0];
+        ds_out[o * 3u + 2u] = w_t[0];
+    }
+}
+
+// The summed statistics [C*3] (I, P, T per class), shared by both backward entry points.
+@group(0) @binding(3) var<storage, read> bw_stats: array<f32>;
+
+// dL/dI_c and dL/dP_c from the statistics, for the loss mode; also the loss itself.
+struct Coef {
+    di: f32,
+    dp: f32,
+}
+
+fn coef(c: u32) -> Coef {
+    var r: Coef;
+    if (p.mode == 0u) {
+        if (c != 1u) { r.di = 0.0; r.dp = 0.0; return r; }
+        let d = bw_stats[4] + bw_stats[5] + p.eps;
+        let nn = 2.0 * bw_stats[3] + p.eps;
+        r.di = -2.0 / d;
+        r.dp = nn / (d * d);
+        return r;
+    }
+    if (p.mode == 1u) {
+        var si = 0.0; var sp = 0.0; var st = 0.0;
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            si = si + bw_stats[k * 3u];
+            sp = sp + bw_stats[k * 3u + 1u];
+            st = st + bw_stats[k * 3u + 2u];
+        }
+        let d = sp + st + p.eps;
+        r.di = -2.0 / d;
+        r.dp = (2.0 * si + p.eps) / (d * d);
+        return r;
+    }
+    let d = bw_stats[c * 3u + 1u] + bw_stats[c * 3u + 2u] + p.eps;
+    let nn = 2.0 * bw_stats[c * 3u] + p.eps;
+    let cf = f32(p.c);
+    r.di = -2.0 / (cf * d);
+    r.dp = nn / (cf * d * d);
+    return r;
+}
+
+@group(0) @binding(1) var<storage, read> lf_stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lf_out: array<f32>;
+
 @compute @workgroup_size(1)
-fn placeholder() { _ = p.n; }
+fn dice_loss_fwd() {
+    var loss = 0.0;
+    if (p.mode == 0u) {
+        loss = 1.0 - (2.0 * lf_stats[3] + p.eps) / (lf_stats[4] + lf_stats[5] + p.eps);
+    } else if (p.mode == 1u) {
+        var si = 0.0; var sp = 0.0; var st = 0.0;
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            si = si + lf_stats[k * 3u];
+            sp = sp + lf_stats[k * 3u + 1u];
+            st = st + lf_stats[k * 3u + 2u];
+        }
+        loss = 1.0 - (2.0 * si + p.eps) / (sp + st + p.eps);
+    } else {
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            loss = loss + 1.0 - (2.0 * lf_stats[k * 3u] + p.eps) / (lf_stats[k * 3u + 1u] + lf_stats[k * 3u + 2u] + p.eps);
+        }
+        loss = loss / f32(p.c);
+    }
+    lf_out[0] = loss;
+}
+
+@group(0) @binding(1) var<storage, read> db_p: array<f32>;
+@group(0) @binding(2) var<storage, read> db_y: array<u32>;
+@group(0) @binding(4) var<storage, read> db_g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> db_gp: array<f32>;
+
+@compute @workgroup_size(256)
+fn dice_bwd_labels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.c * p.s) { return; }
+    let s = i % p.s;
+    let c = (i / p.s) % p.c;
+    let nn = i / (p.s * p.c);
+    let k = coef(c);
+    let t = select(0.0, 1.0, db_y[nn * p.s + s] == c);
+    let pv = db_p[i];
+    let dpk = select(1.0, 2.0 * pv, p.power == 2u);
+    db_gp[i] = db_g[0] * (k.di * t + k.dp * dpk);
+}
+
+@group(0) @binding(1) var<storage, read> dbs_p: array<f32>;
+@group(0) @binding(2) var<storage, read> dbs_q: array<f32>;
+@group(0) @binding(4) var<storage, read> dbs_g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dbs_gp: array<f32>;
+
+@compute @workgroup_size(256)
+fn dice_bwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.c * p.s) { return; }
+    let c = (i / p.s) % p.c;
+    let k = coef(c);
+    let pv = dbs_p[i];
+    let dpk = select(1.0, 2.0 * pv, p.power == 2u);
+    dbs_gp[i] = dbs_g[0] * (k.di * dbs_q[i] + k.dp * dpk);
+}

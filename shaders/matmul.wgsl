@@ -1,5 +1,93 @@
-// placeholder
-struct P { n: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@compute @workgroup_size(1)
-fn placeholder() { _ = p.n; }
+// C[z, m, n] = sum over k in chunk z of A(m, k) * B(k, n), with A and B read through
+// arbitrary strides: A(m, k) = a[m * sam + k * sak], B(k, n) = b[k * sbk + n * sbn].
+// One call covers x·Wᵀ, g·W and gᵀ·x (the three products of a linear layer).
+//
+// Tiling: a 64×64 tile of C per 256-invocation workgroup (16×16 threads, 4×4 outputs each),
+// K staged 16 at a time through workgroup memory. Grid: (ceil(N/64), ceil(M/64), Z) where
+// Z splits K into chunks of `kc` (split-K; the caller sums the Z partials in a fixed order).
+// Every C element is written by exactly one invocation: deterministic.
+
+struct MmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    kc: u32,   // K per chunk z
+    sam: u32,
+    sak: u32,
+    sbk: u32,
+    sbn: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: MmParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+var<workgroup> as_: array<array<f32, 64>, 16>; // [k][m]
+var<workgroup> bs_: array<array<f32, 64>, 16>; // [k][n]
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let z = wid.z;
+    let k_begin = z * p.kc;
+    let k_end = min(p.k, k_begin + p.kc);
+    let t = lid.y * 16u + lid.x;
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            acc[i][j] = 0.0;
+        }
+    }
+    for (var k0 = k_begin; k0 < k_end; k0 = k0 + TK) {
+        // 256 threads load 16×64 of A and of B: 4 values each.
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let e = t + l * 256u;       // 0..1023
+            let kk = e / 64u;
+            let mm = e % 64u;
+            let gk = k0 + kk;
+            let gm = m0 + mm;
+            var va = 0.0;
+            if (gk < k_end && gm < p.m) {
+                va = a[gm * p.sam + gk * p.sak];
+            }
+            as_[kk][mm] = va;
+            let gn = n0 + mm;
+            var vb = 0.0;
+            if (gk < k_end && gn < p.n) {
+                vb = b[gk * p.sbk + gn * p.sbn];
+            }
+            bs_[kk][mm] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            var ra: array<f32, 4>;
+            var rb: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                ra[i] = as_[kk][lid.y + 16u * i];
+                rb[i] = bs_[kk][lid.x + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i][j] = acc[i][j] + ra[i] * rb[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let zoff = z * p.m * p.n;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let gm = m0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let gn = n0 + lid.x + 16u * j;
+            if (gm < p.m && gn < p.n) {
+                c[zoff + gm * p.n + gn] = acc[i][j];
+            }
+        }
+    }
+}

@@ -1,1 +1,185 @@
-//! (in progress)
+//! Losses: cross-entropy (mean) on logits, and SS-Net's Dice family on probabilities.
+//! Shader: `shaders/loss.wgsl`. The upstream gradient stays on the GPU (a [1] tensor read by
+//! the backward kernels): no readback anywhere.
+//!
+//! Dice losses take the softmax output `p` [N, C, ...] and a target, either a u32 label map
+//! [N, ...] (one-hot) or soft probabilities of p's shape. The target is a constant (SS-Net
+//! always detaches it): only `p` gets a gradient.
+
+use super::reduce::{sum_mid_raw, sum_all};
+use super::{launch, u32_of};
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::Shader;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LossParams {
+    n: u32,
+    c: u32,
+    s: u32,
+    chunks: u32,
+    chunk: u32,
+    mode: u32,
+    power: u32,
+    _pad: u32,
+    eps: f32,
+    scale: f32,
+    _p: [f32; 2],
+}
+
+fn base(op: &str, x: &Tensor) -> Result<(usize, usize, usize, LossParams)> {
+    let (n, c, s) = super::softmax::ncs(op, x)?;
+    let p = LossParams {
+        n: u32_of(op, n)?,
+        c: u32_of(op, c)?,
+        s: u32_of(op, s)?,
+        chunks: 1,
+        chunk: 1,
+        mode: 0,
+        power: 1,
+        _pad: 0,
+        eps: 0.0,
+        scale: 1.0,
+        _p: [0.0; 2],
+    };
+    Ok((n, c, s, p))
+}
+
+fn check_labels(op: &str, x: &Tensor, labels: &Tensor) -> Result<()> {
+    labels.expect_dtype(op, DType::U32)?;
+    let mut want = vec![x.shape()[0]];
+    want.extend_from_slice(&x.shape()[2..]);
+    if labels.shape() != want.as_slice() {
+        return Err(Error::op(op, format!("labels {:?} for input {:?} (expected {want:?})", labels.shape(), x.shape())));
+    }
+    Ok(())
+}
+
+/// Mean cross-entropy of `logits` [N, C, ...] against u32 `labels` [N, ...] (PyTorch
+/// `F.cross_entropy`, reduction mean). Labels must be < C (validated when data is loaded).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let op = "cross_entropy";
+    logits.expect_dtype(op, DType::F32)?;
+    check_labels(op, logits, labels)?;
+    let (n, _c, s, mut p) = base(op, logits)?;
+    let per = Tensor::empty(logits.gpu(), &[n * s], DType::F32, op)?;
+    launch(logits.gpu(), Shader::Loss, "ce_fwd", &p, &[logits.buffer(), labels.buffer(), per.buffer()], n * s)?;
+    let loss = sum_mid_raw(&per, 1, n * s, 1, 1.0 / (n * s) as f32)?;
+    p.scale = 1.0 / (n * s) as f32;
+    let (sx, sy) = (logits.detach(), labels.detach());
+    Ok(record(op, loss, &[logits], move |g, _| {
+        let gx = Tensor::empty(sx.gpu(), sx.shape(), DType::F32, "cross_entropy_bwd")?;
+        launch(sx.gpu(), Shader::Loss, "ce_bwd", &p, &[sx.buffer(), sy.buffer(), g.buffer(), gx.buffer()], (p.n * p.s) as usize)?;
+        Ok(vec![Some(gx)])
+    }))
+}
+
+/// Which Dice.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DiceKind {
+    /// SS-Net's 3D supervised loss: `1 - (2Σp₁t₁ + ε)/(Σp₁ + Σt₁ + ε)` on channel 1, ε = 1e-8.
+    BinaryForeground,
+    /// SS-Net's 3D VAT distance: the same formula with sums over every channel and voxel.
+    Whole,
+    /// SSL4MIS DiceLoss: mean over classes of `1 - (2Σpt + s)/(Σt² + Σp² + s)`, s = 1e-10.
+    MeanClasses,
+}
+
+impl DiceKind {
+    fn mode(self) -> u32 {
+        match self {
+            DiceKind::BinaryForeground => 0,
+            DiceKind::Whole => 1,
+            DiceKind::MeanClasses => 2,
+        }
+    }
+    fn power(self) -> u32 {
+        if self == DiceKind::MeanClasses { 2 } else { 1 }
+    }
+    fn eps(self) -> f32 {
+        if self == DiceKind::MeanClasses { 1e-10 } else { 1e-8 }
+    }
+}
+
+/// The target of a Dice loss.
+pub enum DiceTarget<'a> {
+    Labels(&'a Tensor),
+    Soft(&'a Tensor),
+}
+
+/// A Dice loss of probabilities `p` [N, C, ...] against `target`: a [1] tensor.
+pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<Tensor> {
+    let op = match kind {
+        DiceKind::BinaryForeground => "binary_dice_loss",
+        DiceKind::Whole => "whole_dice_loss",
+        DiceKind::MeanClasses => "dice_loss",
+    };
+    p.expect_dtype(op, DType::F32)?;
+    let (n, c, s, mut prm) = base(op, p)?;
+    if kind == DiceKind::BinaryForeground && c < 2 {
+        return Err(Error::op(op, format!("needs a foreground channel 1, input {:?}", p.shape())));
+    }
+    let (entry_partial, entry_bwd, tgt) = match target {
+        DiceTarget::Labels(l) => {
+            check_labels(op, p, l)?;
+            ("dice_partial_labels", "dice_bwd_labels", l.detach())
+        }
+        DiceTarget::Soft(q) => {
+            q.expect_dtype(op, DType::F32)?;
+            if q.shape() != p.shape() {
+                return Err(Error::op(op, format!("soft target {:?} for input {:?}", q.shape(), p.shape())));
+            }
+            ("dice_partial_soft", "dice_bwd_soft", q.detach())
+        }
+    };
+    let total = n * s;
+    // Chunks: enough workgroups to fill the device, each at least 4096 voxels.
+    let chunks = (512 / c.max(1)).clamp(1, total.div_ceil(4096).max(1));
+    let chunk = total.div_ceil(chunks).max(1);
+    let chunks = total.div_ceil(chunk).max(1);
+    prm.chunks = u32_of(op, chunks)?;
+    prm.chunk = u32_of(op, chunk)?;
+    prm.mode = kind.mode();
+    prm.power = kind.power();
+    prm.eps = kind.eps();
+    let gpu = p.gpu().clone();
+    let partial = Tensor::empty(&gpu, &[chunks * c * 3], DType::F32, op)?;
+    gpu.dispatch(Shader::Loss, entry_partial, &prm, &[p.buffer(), tgt.buffer(), partial.buffer()], gpu.grid((chunks * c) as u64, 1)?)?;
+    let stats = sum_mid_raw(&partial, 1, chunks, c * 3, 1.0)?;
+    let loss = Tensor::empty(&gpu, &[1], DType::F32, op)?;
+    gpu.dispatch(Shader::Loss, "dice_loss_fwd", &prm, &[stats.buffer(), loss.buffer()], [1, 1, 1])?;
+    let sp = p.detach();
+    Ok(record(op, loss, &[p], move |g, _| {
+        let gp = Tensor::empty(sp.gpu(), sp.shape(), DType::F32, op)?;
+        launch(sp.gpu(), Shader::Loss, entry_bwd, &prm, &[sp.buffer(), tgt.buffer(), stats.buffer(), g.buffer(), gp.buffer()], sp.numel())?;
+        Ok(vec![Some(gp)])
+    }))
+}
+
+/// SS-Net 3D: binary Dice of the softmax foreground channel against `labels == 1`.
+pub fn binary_dice_loss(p: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    dice_loss(p, DiceTarget::Labels(labels), DiceKind::BinaryForeground)
+}
+
+/// SSL4MIS multi-class Dice (mean over all C classes) against a label map.
+pub fn multiclass_dice_loss(p: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    dice_loss(p, DiceTarget::Labels(labels), DiceKind::MeanClasses)
+}
+
+/// SS-Net 2D soft Dice between two probability maps (the target is a constant).
+pub fn soft_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
+    dice_loss(p, DiceTarget::Soft(q), DiceKind::MeanClasses)
+}
+
+/// SS-Net 3D VAT distance: binary Dice over the whole two-channel tensors.
+pub fn whole_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
+    dice_loss(p, DiceTarget::Soft(q), DiceKind::Whole)
+}
+
+/// Mean of a tensor's elements as a loss (kept for symmetry with PyTorch's `.mean()`).
+pub fn mean_loss(x: &Tensor) -> Result<Tensor> {
+    let s = sum_all(x)?;
+    super::elementwise::scale(&s, 1.0 / x.numel() as f32)
+}

@@ -33,7 +33,7 @@ const TARGET_GROUPS: usize = 512;
 const MIN_CHUNK: usize = 4096;
 
 /// `alpha * sum over r of x[a, r, b]`: out [A, B]. Off the tape.
-fn sum_mid_raw(x: &Tensor, a: usize, r: usize, b: usize, alpha: f32) -> Result<Tensor> {
+pub(crate) fn sum_mid_raw(x: &Tensor, a: usize, r: usize, b: usize, alpha: f32) -> Result<Tensor> {
     let op = "sum";
     let gpu = x.gpu().clone();
     let p = |a, r, b, k, chunk, alpha| -> Result<RedParams> {
