@@ -510,3 +510,156 @@ fn lists_naming_missing_cases() {
     );
     assert!(m.contains("'patient002_frame01'"), "{m}");
 }
+
+// ---------------------------------------------------------------- ssnet eval
+
+const EVAL_CASES: [&str; 3] = [
+    "patient001_frame01",
+    "patient001_frame02",
+    "patient007_frame01",
+];
+
+/// Ground truth of three real ACDC test cases in `gt/`, a copy shifted by one voxel along x
+/// in `pred/` (same header).
+fn eval_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (gt, pred) = (dir.path().join("gt"), dir.path().join("pred"));
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&pred).unwrap();
+    for case in EVAL_CASES {
+        let src = acdc().join("test").join(format!("{case}_gt.nii.gz"));
+        std::fs::copy(&src, gt.join(format!("{case}_gt.nii.gz"))).unwrap();
+        let v = nifti::read(&src).unwrap();
+        let labels = v.labels().unwrap();
+        let nx = v.dims[0];
+        let shifted: Vec<u8> = (0..labels.len())
+            .map(|i| if i % nx == 0 { 0 } else { labels[i - 1] })
+            .collect();
+        nifti::write_labels(pred.join(format!("{case}.nii.gz")), &shifted, &v).unwrap();
+    }
+    (dir, gt, pred)
+}
+
+fn ssnet(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ssnet"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_eval_acdc() {
+    let (_dir, gt, pred) = eval_fixture();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let csv = std::fs::read_to_string(pred.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "case,class,dice,jaccard,hd95,asd,assd,hd");
+    for case in EVAL_CASES {
+        for class in ["RV", "Myo", "LV"] {
+            let row = lines
+                .iter()
+                .find(|l| l.starts_with(&format!("{case},{class},")))
+                .unwrap_or_else(|| panic!("no row {case},{class}"));
+            let dice: f64 = row.split(',').nth(2).unwrap().parse().unwrap();
+            assert!(dice > 0.5 && dice < 1.0, "{row}");
+            let hd95: f64 = row.split(',').nth(4).unwrap().parse().unwrap();
+            assert!(hd95 >= 0.0 && hd95 <= 1.0, "a one-voxel shift: {row}");
+        }
+    }
+    for summary in [
+        "mean,RV,",
+        "std,RV,",
+        "mean,Myo,",
+        "mean,LV,",
+        "mean,all,",
+        "std,all,",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(summary)),
+            "no {summary} row"
+        );
+    }
+    assert!(stdout.contains("patient007_frame01") && stdout.contains("Myo"));
+
+    // Header spacing (1×1×10 here), the largest component, a CSV elsewhere, a list.
+    let csv2 = pred.parent().unwrap().join("other.csv");
+    let list = pred.parent().unwrap().join("two.list");
+    std::fs::write(&list, "patient001_frame01\npatient007_frame01\n").unwrap();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+        "--spacing".as_ref(),
+        "header".as_ref(),
+        "--largest-cc".as_ref(),
+        "--classes".as_ref(),
+        "3".as_ref(),
+        "--csv".as_ref(),
+        csv2.as_os_str(),
+        "--list".as_ref(),
+        list.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(&csv2).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.starts_with("patient")).count(), 2);
+    assert!(csv.lines().all(|l| !l.contains(",RV,")));
+}
+
+#[test]
+fn cli_eval_errors() {
+    let (_dir, gt, pred) = eval_fixture();
+    std::fs::remove_file(pred.join("patient001_frame02.nii.gz")).unwrap();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("'patient001_frame02'") && err.contains(&pred.display().to_string()),
+        "{err}"
+    );
+    assert!(!pred.join("metrics.csv").exists());
+
+    let out = ssnet(&["eval".as_ref(), "--gt".as_ref(), gt.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--pred"), "{err}");
+
+    // A prediction of other dims.
+    let v = nifti::Volume::new(vec![0.0; 24], [4, 3, 2], [1.0; 3]).unwrap();
+    nifti::write_labels(pred.join("patient001_frame02.nii.gz"), &[1u8; 24], &v).unwrap();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("patient001_frame02.nii.gz")
+            && err.contains("differ"),
+        "{err}"
+    );
+}

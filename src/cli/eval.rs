@@ -1,0 +1,419 @@
+//! `ssnet eval`: metrics of existing predictions (owned by the I/O + metrics work).
+//!
+//! ```text
+//! ssnet eval --pred PRED_DIR --gt GT_DIR [--list FILE] [--csv FILE] [--classes 1,2,3]
+//!            [--spacing voxel|header] [--largest-cc]
+//! ```
+//!
+//! **Matching rule.** The ground-truth folder defines the cases: when it holds `X_gt.nii.gz`
+//! files (the ACDC / SS-Net layout, images `X.nii.gz` beside them), each `X_gt` is the label
+//! map of case `X` and the other files are ignored; otherwise every `X.nii.gz` is the label
+//! map of case `X`. `--list` restricts the cases to those of a list file (e.g.
+//! `splits/test.list`). The prediction of case `X` is the first of `X.nii.gz`, `X.nii`,
+//! `X_pred.nii.gz`, `X_pred.nii` (SS-Net's name) in the prediction folder; a case without one
+//! is an error naming it, before anything is computed. Prediction and ground truth must have
+//! the same dims.
+//!
+//! **What is computed.** For each class `c` (`--classes`, else every non-zero label found in
+//! the ground truth), the medpy metrics of `(pred == c, gt == c)` (Dice, Jaccard, 95HD, ASD =
+//! directed pred → gt, plus ASSD and Hausdorff), with SS-Net's rule for a class missing from
+//! the prediction (all 0) and NaN distances for a class missing from the ground truth but
+//! predicted (see `metrics::binary`). `--spacing voxel` (default, as the paper) gives
+//! distances in voxels, `--spacing header` in the ground truth's pixdim units (mm).
+//! `--largest-cc` first keeps the largest 26-connected component of each predicted class
+//! (SS-Net's LA post-processing). Labels 1, 2, 3 are named RV, Myo, LV (ACDC).
+//!
+//! **Output.** A per-case table on stdout, then the mean and the standard deviation over
+//! cases (population, numpy's default `ddof=0`) per class and, with several classes, of the
+//! per-case mean over classes ("all", how SS-Net reports ACDC). NaN values are left out of the
+//! means and counted in a note. The same rows go to a CSV (`--csv`, default
+//! `PRED_DIR/metrics.csv`): `case,class,dice,jaccard,hd95,asd,assd,hd`.
+
+use crate::data::dataset::{read_list, ACDC_CLASS_NAMES};
+use crate::data::nifti;
+use crate::error::{Error, Result};
+use crate::metrics::{class_mask, evaluate, largest_component, BinaryMetrics, CONN_26};
+use clap::{Args, ValueEnum};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Units of the surface distances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SpacingMode {
+    /// Voxel units (what SS-Net reports).
+    Voxel,
+    /// The ground truth's voxel size from its NIfTI header (pixdim), usually mm.
+    Header,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Folder of predicted label maps (NIfTI): X.nii.gz, X.nii or X_pred.nii.gz per case.
+    #[arg(long, value_name = "DIR")]
+    pub pred: Option<PathBuf>,
+    /// Folder of ground-truth label maps: X_gt.nii.gz (images X.nii.gz beside are ignored), else X.nii.gz.
+    #[arg(long, value_name = "DIR")]
+    pub gt: Option<PathBuf>,
+    /// Only the cases of this list file (one name per line, e.g. splits/test.list).
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+    /// Where to write the CSV (default: PRED_DIR/metrics.csv).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Classes to score, comma-separated (default: every non-zero label in the ground truth).
+    #[arg(long, value_delimiter = ',', value_name = "C,C,...")]
+    pub classes: Option<Vec<u8>>,
+    /// Units of 95HD / ASD: voxel (as the paper) or header (the ground truth's pixdim, mm).
+    #[arg(long, value_enum, default_value = "voxel")]
+    pub spacing: SpacingMode,
+    /// Keep only the largest 26-connected component of each predicted class before scoring.
+    #[arg(long)]
+    pub largest_cc: bool,
+}
+
+pub fn run(a: EvalArgs, _device: Option<&str>) -> Result<()> {
+    let pred_dir = a.pred.clone().ok_or_else(|| {
+        Error::config("eval: --pred DIR (the folder of predicted NIfTI label maps) is required")
+    })?;
+    let gt_dir = a.gt.clone().ok_or_else(|| {
+        Error::config("eval: --gt DIR (the folder of ground-truth NIfTI label maps) is required")
+    })?;
+    let report = evaluate_folders(&pred_dir, &gt_dir, &a)?;
+    print!("{}", report.table());
+    let csv = a
+        .csv
+        .clone()
+        .unwrap_or_else(|| pred_dir.join("metrics.csv"));
+    std::fs::write(&csv, report.csv())
+        .map_err(|e| Error::file(&csv, format!("cannot write CSV: {e}")))?;
+    println!("wrote {}", csv.display());
+    Ok(())
+}
+
+/// The metrics of every case and class.
+pub struct Report {
+    /// Class labels scored, and their display names.
+    pub classes: Vec<(u8, String)>,
+    /// Per case: its name and one result per class (same order as `classes`).
+    pub cases: Vec<(String, Vec<BinaryMetrics>)>,
+    /// "voxel" or "header".
+    pub units: &'static str,
+    pub largest_cc: bool,
+}
+
+/// A ground-truth file and its case name.
+struct GtCase {
+    case: String,
+    path: PathBuf,
+}
+
+fn nii_stem(name: &str) -> Option<&str> {
+    name.strip_suffix(".nii.gz")
+        .or_else(|| name.strip_suffix(".nii"))
+}
+
+/// The cases of the ground-truth folder (module docs), sorted, restricted to `list`.
+fn gt_cases(gt_dir: &Path, list: Option<&Path>) -> Result<Vec<GtCase>> {
+    let rd = std::fs::read_dir(gt_dir)
+        .map_err(|e| Error::file(gt_dir, format!("cannot read ground-truth folder: {e}")))?;
+    let mut plain = Vec::new();
+    let mut with_gt = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(stem) = nii_stem(&name) else {
+            continue;
+        };
+        match stem.strip_suffix("_gt") {
+            Some(case) => with_gt.push(GtCase {
+                case: case.to_string(),
+                path: e.path(),
+            }),
+            None => plain.push(GtCase {
+                case: stem.to_string(),
+                path: e.path(),
+            }),
+        }
+    }
+    let mut cases = if with_gt.is_empty() { plain } else { with_gt };
+    // X.nii.gz and X.nii both present: keep the first in name order (.nii before .nii.gz).
+    cases.sort_by(|a, b| a.case.cmp(&b.case).then(a.path.cmp(&b.path)));
+    cases.dedup_by(|a, b| a.case == b.case);
+    if let Some(list) = list {
+        let mut keep = Vec::new();
+        for id in read_list(list)? {
+            match cases.iter().position(|c| c.case == id) {
+                Some(i) => keep.push(GtCase {
+                    case: id,
+                    path: cases[i].path.clone(),
+                }),
+                None => return Err(Error::file(
+                    list,
+                    format!(
+                        "case '{id}' has no ground truth in {} (no {id}_gt.nii.gz or {id}.nii.gz)",
+                        gt_dir.display()
+                    ),
+                )),
+            }
+        }
+        cases = keep;
+    }
+    if cases.is_empty() {
+        return Err(Error::file(
+            gt_dir,
+            "no ground-truth label maps (X_gt.nii.gz or X.nii.gz) in this folder",
+        ));
+    }
+    Ok(cases)
+}
+
+/// The prediction file of `case`, or an error naming the case.
+fn pred_file(pred_dir: &Path, case: &str) -> Result<PathBuf> {
+    for name in [
+        format!("{case}.nii.gz"),
+        format!("{case}.nii"),
+        format!("{case}_pred.nii.gz"),
+        format!("{case}_pred.nii"),
+    ] {
+        let p = pred_dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::file(pred_dir, format!("no prediction for case '{case}' (expected {case}.nii.gz, {case}.nii or {case}_pred.nii.gz)")))
+}
+
+/// Evaluate every case of `gt_dir` against its prediction in `pred_dir`.
+pub fn evaluate_folders(pred_dir: &Path, gt_dir: &Path, a: &EvalArgs) -> Result<Report> {
+    if !pred_dir.is_dir() {
+        return Err(Error::file(pred_dir, "prediction folder not found"));
+    }
+    let cases = gt_cases(gt_dir, a.list.as_deref())?;
+    // Every prediction must exist before anything is computed.
+    let preds: Vec<PathBuf> = cases
+        .iter()
+        .map(|c| pred_file(pred_dir, &c.case))
+        .collect::<Result<_>>()?;
+    let mut gts = Vec::with_capacity(cases.len());
+    let mut found = BTreeSet::new();
+    for c in &cases {
+        let v = nifti::read(&c.path)?;
+        let labels = v.labels()?;
+        found.extend(labels.iter().copied().filter(|&l| l != 0));
+        gts.push((v, labels));
+    }
+    let class_ids: Vec<u8> = match &a.classes {
+        Some(c) if c.is_empty() || c.contains(&0) => {
+            return Err(Error::config(
+                "eval: --classes takes non-zero labels, e.g. --classes 1,2,3",
+            ))
+        }
+        Some(c) => c.clone(),
+        None => found.into_iter().collect(),
+    };
+    if class_ids.is_empty() {
+        return Err(Error::file(
+            gt_dir,
+            "the ground truth has no foreground label: nothing to score (give --classes)",
+        ));
+    }
+    let acdc = class_ids == [1, 2, 3];
+    let classes: Vec<(u8, String)> = class_ids
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                if acdc {
+                    ACDC_CLASS_NAMES[c as usize - 1].to_string()
+                } else {
+                    c.to_string()
+                },
+            )
+        })
+        .collect();
+
+    let mut results = Vec::with_capacity(cases.len());
+    for ((c, pred_path), (gt, gt_labels)) in cases.iter().zip(&preds).zip(&gts) {
+        let pv = nifti::read(pred_path)?;
+        if pv.dims != gt.dims {
+            return Err(Error::file(
+                pred_path,
+                format!(
+                    "prediction dims {:?} differ from the ground truth's {:?} ({})",
+                    pv.dims,
+                    gt.dims,
+                    c.path.display()
+                ),
+            ));
+        }
+        let pred = pv.labels()?;
+        let dims = gt.shape_zyx();
+        let spacing = match a.spacing {
+            SpacingMode::Voxel => None,
+            SpacingMode::Header => {
+                let s = gt.spacing_zyx();
+                if s.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
+                    return Err(Error::file(
+                        &c.path,
+                        format!(
+                            "--spacing header: the voxel size {:?} is not positive",
+                            gt.spacing
+                        ),
+                    ));
+                }
+                Some(s)
+            }
+        };
+        let mut row = Vec::with_capacity(classes.len());
+        for &(class, _) in &classes {
+            let mut p = class_mask(&pred, class);
+            if a.largest_cc {
+                p = largest_component(&p, &dims, CONN_26)?;
+            }
+            let g = class_mask(gt_labels, class);
+            let m = evaluate(&p, &g, &dims, spacing.as_ref().map(|s| &s[..]))
+                .map_err(|e| Error::file(pred_path, e))?;
+            row.push(m);
+        }
+        results.push((c.case.clone(), row));
+    }
+    Ok(Report {
+        classes,
+        cases: results,
+        units: if a.spacing == SpacingMode::Voxel {
+            "voxel"
+        } else {
+            "header"
+        },
+        largest_cc: a.largest_cc,
+    })
+}
+
+/// Mean and population standard deviation of the non-NaN values, and how many were NaN.
+fn mean_std(v: impl Iterator<Item = f64>) -> (f64, f64, usize) {
+    let (mut vals, mut nan) = (Vec::new(), 0usize);
+    for x in v {
+        if x.is_nan() {
+            nan += 1;
+        } else {
+            vals.push(x);
+        }
+    }
+    if vals.is_empty() {
+        return (f64::NAN, f64::NAN, nan);
+    }
+    let n = vals.len() as f64;
+    let mean = vals.iter().sum::<f64>() / n;
+    let var = vals.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    (mean, var.sqrt(), nan)
+}
+
+/// One summary row: (label, class name, values).
+type SummaryRow = (&'static str, String, [f64; 6]);
+
+impl Report {
+    /// Mean and std per class and, with several classes, of the per-case class mean; and the
+    /// number of NaN values left out.
+    pub fn summary(&self) -> (Vec<SummaryRow>, usize) {
+        let mut rows = Vec::new();
+        let mut skipped = 0;
+        let mut push = |name: String, per_case: &dyn Fn(usize, usize) -> f64| {
+            let (mut mean, mut std) = ([0.0; 6], [0.0; 6]);
+            for k in 0..6 {
+                let (m, s, nan) = mean_std((0..self.cases.len()).map(|i| per_case(i, k)));
+                mean[k] = m;
+                std[k] = s;
+                skipped += nan;
+            }
+            rows.push(("mean", name.clone(), mean));
+            rows.push(("std", name, std));
+        };
+        for (j, (_, name)) in self.classes.iter().enumerate() {
+            push(name.clone(), &|i, k| self.cases[i].1[j].values()[k]);
+        }
+        if self.classes.len() > 1 {
+            // The per-case mean over classes (NaN classes left out of it).
+            push("all".to_string(), &|i, k| {
+                mean_std(self.cases[i].1.iter().map(|m| m.values()[k])).0
+            });
+        }
+        (rows, skipped)
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let w = self
+            .cases
+            .iter()
+            .map(|c| c.0.len())
+            .max()
+            .unwrap_or(4)
+            .max(6);
+        let units = if self.units == "voxel" {
+            "distances in voxels"
+        } else {
+            "distances in header units (mm)"
+        };
+        let _ = writeln!(
+            s,
+            "{} cases, {}{}",
+            self.cases.len(),
+            units,
+            if self.largest_cc {
+                ", largest connected component kept"
+            } else {
+                ""
+            }
+        );
+        let _ = write!(s, "{:<w$}  {:<6}", "case", "class");
+        for n in BinaryMetrics::NAMES {
+            let _ = write!(s, " {n:>9}");
+        }
+        s.push('\n');
+        for (case, row) in &self.cases {
+            for ((_, name), m) in self.classes.iter().zip(row) {
+                let _ = write!(s, "{case:<w$}  {name:<6}");
+                for v in m.values() {
+                    let _ = write!(s, " {v:>9.4}");
+                }
+                s.push('\n');
+            }
+        }
+        let (rows, skipped) = self.summary();
+        for (label, name, vals) in &rows {
+            let _ = write!(s, "{label:<w$}  {name:<6}");
+            for v in vals {
+                let _ = write!(s, " {v:>9.4}");
+            }
+            s.push('\n');
+        }
+        if skipped > 0 {
+            let _ = writeln!(s, "note: {skipped} NaN values (a class predicted but absent from the ground truth) are left out of the means");
+        }
+        s
+    }
+
+    /// The CSV: per-case rows, then the summary rows.
+    pub fn csv(&self) -> String {
+        let mut s = String::from("case,class,dice,jaccard,hd95,asd,assd,hd\n");
+        let fmt = |v: f64| {
+            if v.is_nan() {
+                "nan".to_string()
+            } else {
+                format!("{v}")
+            }
+        };
+        for (case, row) in &self.cases {
+            for ((_, name), m) in self.classes.iter().zip(row) {
+                let vals: Vec<String> = m.values().iter().map(|&v| fmt(v)).collect();
+                let _ = writeln!(s, "{case},{name},{}", vals.join(","));
+            }
+        }
+        for (label, name, vals) in self.summary().0 {
+            let vals: Vec<String> = vals.iter().map(|&v| fmt(v)).collect();
+            let _ = writeln!(s, "{label},{name},{}", vals.join(","));
+        }
+        s
+    }
+}
