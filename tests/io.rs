@@ -224,7 +224,7 @@ fn bad_nifti_files() {
     );
     assert!(m.contains("truncated") || m.contains("corrupt"), "{m}");
     // Truncated inside the header.
-    std::fs::write(p("hdr.nii"), &[0u8; 100]).unwrap();
+    std::fs::write(p("hdr.nii"), [0u8; 100]).unwrap();
     let m = one_line_naming(nifti::read(p("hdr.nii")).unwrap_err(), &p("hdr.nii"));
     assert!(m.contains("header"), "{m}");
     // Not NIfTI at all (long enough to have a header's size).
@@ -282,10 +282,13 @@ fn h5_real_la_file() {
         "image sum {sum}"
     );
     let [_, ny, nz] = [183, 140, 88];
-    assert_eq!(il.image[(10 * ny + 20) * nz + 30], -0.21435055136680603f32);
     assert_eq!(
-        il.image.iter().copied().fold(f32::MIN, f32::max),
-        6.347480297088623f32
+        il.image[(10 * ny + 20) * nz + 30] as f64,
+        -0.21435055136680603
+    );
+    assert_eq!(
+        il.image.iter().copied().fold(f32::MIN, f32::max) as f64,
+        6.347480297088623
     );
     assert!(il.label.iter().all(|&l| l <= 1));
     assert_eq!(il.label.iter().map(|&l| l as u64).sum::<u64>(), 154296);
@@ -345,7 +348,7 @@ fn la_layout_real() {
     let c = ds.load(&ds.test[0]).unwrap();
     assert_eq!(c.shape[2], 88);
     assert_eq!(c.image.len(), c.shape.iter().product::<usize>());
-    assert!(c.label.iter().any(|&l| l == 1));
+    assert!(c.label.contains(&1));
 }
 
 #[test]
@@ -572,7 +575,7 @@ fn cli_eval_acdc() {
             let dice: f64 = row.split(',').nth(2).unwrap().parse().unwrap();
             assert!(dice > 0.5 && dice < 1.0, "{row}");
             let hd95: f64 = row.split(',').nth(4).unwrap().parse().unwrap();
-            assert!(hd95 >= 0.0 && hd95 <= 1.0, "a one-voxel shift: {row}");
+            assert!((0.0..=1.0).contains(&hd95), "a one-voxel shift: {row}");
         }
     }
     for summary in [

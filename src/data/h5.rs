@@ -90,18 +90,18 @@ fn dataset(f: &Hdf5File, path: &Path, name: &str, want: Want) -> Result<hdf5_rea
             )
         }
     })?;
-    let ok = match (want, ds.dtype()) {
-        (Want::F32, Datatype::FloatingPoint { size: 4, .. }) => true,
-        (
-            Want::U8,
-            Datatype::FixedPoint {
-                size: 1,
-                signed: false,
-                ..
-            },
-        ) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (want, ds.dtype()),
+        (Want::F32, Datatype::FloatingPoint { size: 4, .. })
+            | (
+                Want::U8,
+                Datatype::FixedPoint {
+                    size: 1,
+                    signed: false,
+                    ..
+                }
+            )
+    );
     if !ok {
         let expected = match want {
             Want::F32 => "float32",

@@ -170,7 +170,7 @@ impl Volume {
     pub fn labels(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.data.len());
         for (i, &v) in self.data.iter().enumerate() {
-            if !(v.is_finite() && v >= 0.0 && v <= 255.0 && v.fract() == 0.0) {
+            if !((0.0..=255.0).contains(&v) && v.fract() == 0.0) {
                 let z = i / (self.dims[0] * self.dims[1]);
                 let y = (i / self.dims[0]) % self.dims[1];
                 let x = i % self.dims[0];

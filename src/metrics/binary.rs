@@ -296,7 +296,10 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
         return f64::NAN;
     }
     let p = q / 100.0;
-    let virtual_index = n as f64 * p + (1.0 + p * (1.0 - 1.0 - 1.0)) - 1.0;
+    // numpy's linear method is Hyndman & Fan's type 7: alpha = beta = 1.
+    const ALPHA: f64 = 1.0;
+    const BETA: f64 = 1.0;
+    let virtual_index = n as f64 * p + (ALPHA + p * (1.0 - ALPHA - BETA)) - 1.0;
     let virtual_index = virtual_index.clamp(0.0, (n - 1) as f64);
     let prev = virtual_index.floor();
     let gamma = virtual_index - prev;
