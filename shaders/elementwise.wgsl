@@ -114,3 +114,44 @@ fn bias_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= p.n) { return; }
     bias_out[i] = bias_x[i] + bias_b[(i / p.inner) % p.c];
 }
+
+// ---- contiguous ranges along the batch axis: out[i] = x[off + i]; place: out[off + i] = g[i]
+// (off in `c`; n = elements copied). `place_range` writes only its range: the caller zero-fills.
+@group(0) @binding(1) var<storage, read> rg_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rg_out: array<f32>;
+@compute @workgroup_size(256)
+fn copy_range(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    rg_out[i] = rg_x[p.c + i];
+}
+@compute @workgroup_size(256)
+fn place_range(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    rg_out[p.c + i] = rg_x[i];
+}
+
+// ---- division: out = a / b (same shapes)
+@compute @workgroup_size(256)
+fn div_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    lin_out[i] = lin_a[i] / lin_b[i];
+}
+
+// ---- uniform noise U[0, 1) from a counter-based hash of (seed, index): the same seed gives
+// the same tensor on every adapter. Seed words in c (low) and inner (high).
+fn pcg_hash(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+@group(0) @binding(1) var<storage, read_write> un_noise: array<f32>;
+@compute @workgroup_size(256)
+fn uniform_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let h = pcg_hash(pcg_hash(i ^ p.c) + p.inner);
+    un_noise[i] = f32(h >> 8u) * (1.0 / 16777216.0);
+}

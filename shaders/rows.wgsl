@@ -234,3 +234,16 @@ fn scatter_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let j = i % p.d;
     sc_out[sc_idx[r] * p.d + j] = sc_g[i];
 }
+
+// out[i] = x[i] / (sqrt(sumsq[i / d]) + eps): rows divided by their norm plus eps (the
+// reference VAT's per-sample normalisation; the sums of squares come from a reduction).
+@group(0) @binding(1) var<storage, read> sn_x: array<f32>;
+@group(0) @binding(2) var<storage, read> sn_sq: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sn_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn normalize_by_sumsq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.m * p.d) { return; }
+    sn_out[i] = sn_x[i] / (sqrt(sn_sq[i / p.d]) + p.eps);
+}

@@ -169,3 +169,63 @@ pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<()
     println!("{what:<48} summary worst rel {worst:.3e} (tol {tol:.0e})");
     if worst <= tol { Ok(()) } else { Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}")) }
 }
+
+/// Absolute tolerance for gradients that vanish in exact arithmetic (a conv bias followed by
+/// BatchNorm, a weight multiplied by b/b = 1): the f64 reference stores ~1e-18, float32
+/// leaves rounding noise of the size of the layer's other gradients times 2^-24 (~1e-7 here).
+/// A wrong gradient is orders of magnitude larger.
+pub const VANISHING_ABS: f64 = 1e-5;
+
+/// Compare a full tensor `v` with a stored entry that is either the full tensor (relative
+/// L2) or its summary (see [`check_summary`]). Fixture entries whose values are all below
+/// 1e-12 in magnitude are gradients that vanish in exact arithmetic: they are compared in
+/// absolute terms (every |got - want| ≤ [`VANISHING_ABS`]).
+pub fn check_full_or_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
+    let tiny = want.iter().all(|w| w.abs() < 1e-12);
+    if tiny {
+        let got = if want.len() == v.len() { v.iter().map(|&x| x as f64).collect::<Vec<_>>() } else { summary(v) };
+        let worst = got.iter().zip(want).map(|(g, w)| (g - *w as f64).abs()).fold(0f64, f64::max);
+        println!("{what:<48} vanishing: worst abs {worst:.3e} (tol {VANISHING_ABS:.0e})");
+        return if got.len() == want.len() && worst <= VANISHING_ABS { Ok(()) } else { Err(format!("{what}: expected ~0, worst abs {worst:.3e}")) };
+    }
+    if want.len() == v.len() {
+        check_rel_l2(what, v, want, tol)
+    } else {
+        check_summary(what, v, want, tol)
+    }
+}
+
+/// Compare the CHANGE of a tensor (`after - before`, ours) with a stored summary of `after`
+/// minus the summary of `before`, on the linear entries of a summary (the sum and the
+/// samples), relative to sum|after - before| (ours) plus a floor. Weights barely move in one
+/// SGD step, so comparing the weights themselves would hide a wrong gradient.
+pub fn check_change(what: &str, before: &[f32], after: &[f32], want_after: &[f32], tol: f64) -> Result<(), String> {
+    let sb = summary(before);
+    let sa = summary(after);
+    if want_after.len() != sa.len() {
+        // Stored in full.
+        let d_got: Vec<f32> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let d_want: Vec<f32> = want_after.iter().zip(before).map(|(a, b)| a - b).collect();
+        if d_want.len() != d_got.len() {
+            return Err(format!("{what}: stored {} values, tensor has {}", want_after.len(), after.len()));
+        }
+        if d_want.iter().all(|d| *d == 0.0) {
+            let same = d_got.iter().all(|d| *d == 0.0);
+            println!("{what:<48} unchanged in the reference: {}", if same { "unchanged here too" } else { "CHANGED here" });
+            return if same { Ok(()) } else { Err(format!("{what}: the reference leaves it unchanged")) };
+        }
+        return check_rel_l2(what, &d_got, &d_want, tol);
+    }
+    let scale: f64 = after.iter().zip(before).map(|(a, b)| ((*a as f64) - (*b as f64)).abs()).sum::<f64>().max(1e-30);
+    let n = after.len().max(1) as f64;
+    let mut worst = 0f64;
+    for i in std::iter::once(0).chain(3..sa.len()) {
+        let got = sa[i] - sb[i];
+        let want = want_after[i] as f64 - sb[i];
+        let denom = if i == 0 { scale } else { got.abs().max(want.abs()) + scale / n };
+        let e = (got - want).abs() / denom;
+        worst = worst.max(if e.is_nan() { f64::INFINITY } else { e });
+    }
+    println!("{what:<48} change: worst rel {worst:.3e} (tol {tol:.0e})");
+    if worst <= tol { Ok(()) } else { Err(format!("{what}: change error {worst:.3e} over {tol:.0e}")) }
+}

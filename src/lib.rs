@@ -30,6 +30,10 @@ pub mod tensor;
 pub mod autograd;
 pub mod ops;
 pub mod reference;
+pub mod nn;
+pub mod infer;
+pub mod ssnet;
+pub mod train;
 
 pub mod data;
 pub mod metrics;

@@ -2,8 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod devices;
 pub mod eval;
+pub mod predict;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "ssnet", version, about = "SS-Net semi-supervised medical image segmentation on any GPU (wgpu/WGSL)")]
@@ -19,14 +22,23 @@ pub struct Cli {
 pub enum Command {
     /// List every GPU adapter wgpu can see, with its limits and features.
     Devices(devices::DevicesArgs),
+    /// Train SS-Net (presets `la` and `acdc`, a TOML config, CLI overrides, resume).
+    Train(train::TrainArgs),
+    /// Segment volumes (NIfTI or SS-Net HDF5, a file or a folder) with a checkpoint.
+    Predict(predict::PredictArgs),
     /// Evaluate segmentations: Dice, Jaccard, 95HD, ASD per case and class.
     Eval(eval::EvalArgs),
+    /// Time the SS-Net training step, inference and the per-layer kernels on this GPU.
+    Bench(bench::BenchArgs),
 }
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
+        Command::Train(a) => train::run(a, cli.device.as_deref()),
+        Command::Predict(a) => predict::run(a, cli.device.as_deref()),
         Command::Eval(a) => eval::run(a, cli.device.as_deref()),
+        Command::Bench(a) => bench::run(a, cli.device.as_deref()),
     }
 }

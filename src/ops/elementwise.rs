@@ -155,3 +155,61 @@ pub fn bias_bwd_bias(g: &Tensor, axis: usize) -> Result<Tensor> {
     let s = super::reduce::sum_axes(g, &axes)?;
     s.reshape(&[sh[axis]])
 }
+
+/// Samples `start..start+len` of the batch axis (axis 0), as a new tensor on the tape.
+pub fn narrow_batch(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let op = "narrow_batch";
+    x.expect_dtype(op, DType::F32)?;
+    let sh = x.shape().to_vec();
+    if sh.is_empty() || start + len > sh[0] || len == 0 {
+        return Err(Error::op(op, format!("samples {start}..{} of {sh:?}", start + len)));
+    }
+    let per: usize = sh[1..].iter().product();
+    let mut oshape = sh.clone();
+    oshape[0] = len;
+    let out = Tensor::empty(x.gpu(), &oshape, x.dtype(), op)?;
+    let p = EwParams { n: u32_of(op, len * per)?, c: u32_of(op, start * per)?, inner: 1, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
+    launch(x.gpu(), Shader::Elementwise, "copy_range", &p, &[x.buffer(), out.buffer()], len * per)?;
+    Ok(record(op, out, &[x], move |g, _| {
+        let full = Tensor::zeros(g.gpu(), &sh)?;
+        launch(g.gpu(), Shader::Elementwise, "place_range", &p, &[g.buffer(), full.buffer()], len * per)?;
+        Ok(vec![Some(full)])
+    }))
+}
+
+/// Element-wise quotient `a / b` (same shapes).
+pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same("div", a, b)?;
+    let out = out_like(a, "div")?;
+    launch(a.gpu(), Shader::Elementwise, "div_fwd", &ew(a.numel(), 0.0, 0.0)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    let (sb, sq) = (b.detach(), out.detach());
+    Ok(record("div", out, &[a, b], move |g, need| {
+        // d/da = g / b; d/db = -g · (a / b) / b
+        let ga = if need[0] { Some(div(g, &sb)?) } else { None };
+        let gb = if need[1] { Some(scale(&div(&mul(g, &sq)?, &sb)?, -1.0)?) } else { None };
+        Ok(vec![ga, gb])
+    }))
+}
+
+/// Single-element tensors gathered into one [k] tensor (for one readback of many scalars);
+/// off the tape.
+pub fn stack_scalars(xs: &[&Tensor]) -> Result<Tensor> {
+    let gpu = xs.first().ok_or_else(|| Error::op("stack_scalars", "no tensors"))?.gpu().clone();
+    let out = Tensor::empty(&gpu, &[xs.len()], DType::F32, "stack_scalars")?;
+    for (i, x) in xs.iter().enumerate() {
+        if x.numel() != 1 || x.dtype() != DType::F32 {
+            return Err(Error::op("stack_scalars", format!("{x:?} is not a single f32")));
+        }
+        gpu.with_encoder(|e| e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), i as u64 * 4, 4));
+    }
+    Ok(out)
+}
+
+/// U[0, 1) noise of `shape` from `seed`, generated on the GPU (a counter-based hash: the
+/// same seed gives the same values everywhere, 24 random bits per value).
+pub fn uniform(gpu: &std::sync::Arc<crate::gpu::Gpu>, shape: &[usize], seed: u64) -> Result<Tensor> {
+    let t = Tensor::empty(gpu, shape, DType::F32, "uniform")?;
+    let p = EwParams { n: u32_of("uniform", t.numel())?, c: seed as u32, inner: (seed >> 32) as u32, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
+    launch(gpu, Shader::Elementwise, "uniform_fill", &p, &[t.buffer()], t.numel())?;
+    Ok(t)
+}

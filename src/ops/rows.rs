@@ -174,3 +174,14 @@ pub fn masked_rows(x: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor, usize)>
     let (idx, count) = mask_indices(mask)?;
     Ok((gather_rows(x, &idx, count)?, idx, count))
 }
+
+/// Each row of x [M, D] divided by (its L2 norm + eps), off the tape (a constant direction,
+/// e.g. VAT's perturbation). The norms come from a deterministic reduction: no readback.
+pub fn normalize_rows_plus_eps(x: &Tensor, eps: f32) -> Result<Tensor> {
+    let op = "normalize_rows_plus_eps";
+    let (m, d) = md(op, x)?;
+    let sq = crate::autograd::no_grad(|| super::reduce::sum_axes(&super::elementwise::mul(x, x)?, &[1]))?;
+    let y = Tensor::empty(x.gpu(), &[m, d], DType::F32, op)?;
+    launch(x.gpu(), Shader::Rows, "normalize_by_sumsq", &rp(op, m, d, 1, 0, eps)?, &[x.buffer(), sq.buffer(), y.buffer()], m * d)?;
+    Ok(y)
+}

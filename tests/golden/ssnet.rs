@@ -1,0 +1,298 @@
+// Golden tests of the networks and of SS-Net's objective: models/ vnet, unet2d; ssnet/ vat3d,
+// vat2d, contrastive_memory_loss, feature_memory_update, iteration3d, iteration2d.
+// Included by tests/golden.rs.
+
+mod golden_model_support {
+    use ssnet::golden::{golden_dir, Fixture};
+    use ssnet::gpu::Gpu;
+    use ssnet::nn::Model;
+    use ssnet::tensor::Tensor;
+    use std::sync::Arc;
+
+    pub fn gpu() -> Arc<Gpu> {
+        Gpu::shared().unwrap_or_else(|e| panic!("golden tests need a GPU adapter: {e}"))
+    }
+
+    /// The model a fixture starts from (its config's "init", e.g. models/vnet_init).
+    pub fn init_model(fx: &Fixture) -> Model {
+        let init = fx.config.get("init").and_then(|v| v.as_str()).unwrap_or_else(|| panic!("{}: no init in config", fx.path.display()));
+        let path = golden_dir().join(format!("{init}.safetensors"));
+        Model::load(&gpu(), &path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn f32t(fx: &Fixture, name: &str) -> Tensor {
+        let (v, s) = fx.f32(name).unwrap();
+        Tensor::from_f32(&gpu(), &v, &s).unwrap()
+    }
+
+    pub fn u32t(fx: &Fixture, name: &str) -> Tensor {
+        let (v, s) = fx.u8(name).unwrap();
+        Tensor::from_u32(&gpu(), &v.into_iter().map(u32::from).collect::<Vec<_>>(), &s).unwrap()
+    }
+
+    /// Labels of the first `l` samples.
+    pub fn labels_first(fx: &Fixture, name: &str, l: usize) -> Tensor {
+        let (v, s) = fx.u8(name).unwrap();
+        let per: usize = s[1..].iter().product();
+        let mut shape = s.clone();
+        shape[0] = l;
+        Tensor::from_u32(&gpu(), &v[..l * per].iter().map(|&b| b as u32).collect::<Vec<_>>(), &shape).unwrap()
+    }
+
+    /// Compare every `<prefix><name>` entry of the fixture with the model's tensor `name`.
+    pub fn check_prefixed(fx: &Fixture, prefix: &str, model: &Model, tol: f64, out: &mut Vec<Result<(), String>>) {
+        let mut n = 0;
+        for key in fx.names() {
+            let Some(name) = key.strip_prefix(prefix) else { continue };
+            n += 1;
+            let t = match model.get(name) {
+                Ok(t) => t,
+                Err(e) => {
+                    out.push(Err(format!("{key}: {e}")));
+                    continue;
+                }
+            };
+            let want = fx.f32(&key).unwrap().0;
+            out.push(ssnet::golden::check_full_or_summary(&key, &t.to_f32().unwrap(), &want, tol));
+        }
+        if n == 0 {
+            out.push(Err(format!("no '{prefix}' entries in {}", fx.path.display())));
+        }
+    }
+}
+
+fn model_fixture(stem: &str) {
+    use golden_model_support::*;
+    use ssnet::golden::{check_full_or_summary, check_rel_l2, check_scalar};
+    use ssnet::nn::Pass;
+    let fx = Fixture::load("models", stem).unwrap();
+    let model = init_model(&fx);
+    let x = f32t(&fx, "x");
+    let (logits, emb) = model.forward(&x, Pass::train(None)).unwrap();
+    let loss = ssnet::ops::cross_entropy(&logits, &u32t(&fx, "labels")).unwrap();
+    let mut r = vec![
+        check_rel_l2("logits", &logits.to_f32().unwrap(), &fx.f32("logits").unwrap().0, tol::LOSS),
+        check_rel_l2("embedding", &emb.to_f32().unwrap(), &fx.f32("embedding").unwrap().0, tol::LOSS),
+        check_scalar("loss", loss.item().unwrap() as f64, fx.f32("loss").unwrap().0[0] as f64, tol::LOSS),
+    ];
+    let grads = ssnet::autograd::backward(&loss).unwrap();
+    let mut n = 0;
+    for key in fx.names() {
+        let Some(name) = key.strip_prefix("grad.") else { continue };
+        n += 1;
+        let p = model.params().get(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let g = grads.get(p).unwrap_or_else(|| panic!("no gradient for {name}")).to_f32().unwrap();
+        r.push(check_full_or_summary(&key, &g, &fx.f32(&key).unwrap().0, tol::SUMMARY));
+    }
+    assert!(n > 0, "fixture has no gradients");
+    golden_model_support::check_prefixed(&fx, "after.", &model, tol::SUMMARY, &mut r);
+    let (el, ee) = model.forward(&x, Pass::EVAL).unwrap();
+    r.push(check_rel_l2("eval_logits", &el.to_f32().unwrap(), &fx.f32("eval_logits").unwrap().0, tol::LOSS));
+    r.push(check_rel_l2("eval_embedding", &ee.to_f32().unwrap(), &fx.f32("eval_embedding").unwrap().0, tol::LOSS));
+    verdict(r);
+}
+
+#[test]
+fn models__vnet() {
+    model_fixture("vnet");
+}
+
+#[test]
+fn models__unet2d() {
+    model_fixture("unet2d");
+}
+
+fn vat_fixture(stem: &str) {
+    use golden_model_support::*;
+    use ssnet::golden::{check_full_or_summary, check_rel_l2, check_scalar};
+    let fx = Fixture::load("ssnet", stem).unwrap();
+    let model = init_model(&fx);
+    let x = f32t(&fx, "x");
+    let u = f32t(&fx, "rand_u");
+    let cfg = ssnet::ssnet::vat::VatConfig { xi: fx.cfg_f64("xi").unwrap() as f32, eps: fx.cfg_f64("epi").unwrap() as f32 };
+    let d0 = ssnet::ssnet::vat::l2_normalize_samples(&ssnet::ops::affine(&u, 1.0, -0.5).unwrap()).unwrap();
+    let (lds, d_adv) = ssnet::ssnet::vat::vat_loss(&model, &x, &u, cfg, None).unwrap();
+    let mut r = vec![
+        check_rel_l2("d0", &d0.to_f32().unwrap(), &fx.f32("d0").unwrap().0, tol::OP),
+        check_rel_l2("d_adv", &d_adv.to_f32().unwrap(), &fx.f32("d_adv").unwrap().0, tol::SUMMARY),
+        check_scalar("lds", lds.item().unwrap() as f64, fx.f32("lds").unwrap().0[0] as f64, tol::LOSS),
+    ];
+    let grads = ssnet::autograd::backward(&lds).unwrap();
+    for key in fx.names() {
+        let Some(name) = key.strip_prefix("grad.") else { continue };
+        let p = model.params().get(name).unwrap_or_else(|| panic!("no parameter {name}"));
+        let g = grads.get(p).unwrap_or_else(|| panic!("no gradient for {name}")).to_f32().unwrap();
+        r.push(check_full_or_summary(&key, &g, &fx.f32(&key).unwrap().0, tol::SUMMARY));
+    }
+    golden_model_support::check_prefixed(&fx, "after.", &model, tol::SUMMARY, &mut r);
+    verdict(r);
+}
+
+#[test]
+fn ssnet__vat3d() {
+    vat_fixture("vat3d");
+}
+
+#[test]
+fn ssnet__vat2d() {
+    vat_fixture("vat2d");
+}
+
+/// The selectors' starting values (`param.*`) written over an init model of the fixture's
+/// class count.
+fn model_with_selectors(fx: &Fixture) -> ssnet::nn::Model {
+    use golden_model_support::*;
+    let nc = fx.names().iter().filter(|k| k.starts_with("param.contrastive_class_selector_memory") && k.ends_with(".0.bias")).count();
+    let init = if nc == 2 { "models/vnet_init" } else { "models/unet2d_init" };
+    let model = ssnet::nn::Model::load(&gpu(), &ssnet::golden::golden_dir().join(format!("{init}.safetensors"))).unwrap();
+    assert_eq!(model.cfg.num_classes, nc, "no init model with {nc} classes");
+    for key in fx.names() {
+        let Some(name) = key.strip_prefix("param.") else { continue };
+        model.get(name).unwrap().write_f32(&fx.f32(&key).unwrap().0).unwrap();
+    }
+    model
+}
+
+fn memory_from(fx: &Fixture, nc: usize) -> ssnet::ssnet::PrototypeMemory {
+    let mut m = ssnet::ssnet::PrototypeMemory::new(nc, 32, ssnet::ssnet::MemoryOrder::Ascending);
+    for c in 0..nc {
+        if fx.has(&format!("memory_{c}")) {
+            m.entries[c] = Some(golden_model_support::f32t(fx, &format!("memory_{c}")));
+        }
+    }
+    m
+}
+
+#[test]
+fn ssnet__contrastive_memory_loss() {
+    use golden_model_support::*;
+    use ssnet::golden::{check_full_or_summary, check_rel_l2, check_scalar};
+    let fx = Fixture::load("ssnet", "contrastive_memory_loss").unwrap();
+    let model = model_with_selectors(&fx);
+    let feats = f32t(&fx, "features").with_grad();
+    let labels = u32t(&fx, "labels");
+    let mem = memory_from(&fx, model.cfg.num_classes);
+    let out = ssnet::ssnet::contrastive::contrastive_loss(&model, &feats, &labels, &mem).unwrap();
+    let mut r = vec![check_scalar("loss", out.loss.item().unwrap() as f64, fx.f32("loss").unwrap().0[0] as f64, tol::OP)];
+    let grads = ssnet::autograd::backward(&out.loss).unwrap();
+    r.push(check_rel_l2("gfeatures", &grads.get(&feats).unwrap().to_f32().unwrap(), &fx.f32("gfeatures").unwrap().0, tol::OP));
+    for key in fx.names() {
+        let Some(name) = key.strip_prefix("grad.") else { continue };
+        let p = model.params().get(name).unwrap();
+        let g = match grads.get(p) {
+            Some(g) => g.to_f32().unwrap(),
+            // The memory selectors' gradient is exactly zero here (see ssnet::contrastive).
+            None if out.zero_grad_params.iter().any(|z| name.starts_with(z.as_str())) => vec![0.0; p.numel()],
+            None => panic!("no gradient for {name}"),
+        };
+        r.push(check_full_or_summary(&key, &g, &fx.f32(&key).unwrap().0, tol::OP));
+    }
+    check_prefixed(&fx, "after.", &model, tol::OP, &mut r);
+    verdict(r);
+}
+
+#[test]
+fn ssnet__feature_memory_update() {
+    use golden_model_support::*;
+    let fx = Fixture::load("ssnet", "feature_memory_update").unwrap();
+    let model = model_with_selectors(&fx);
+    let nc = model.cfg.num_classes;
+    let per = fx.cfg_f64("elements_per_class").unwrap() as usize;
+    let mut mem = ssnet::ssnet::PrototypeMemory::new(nc, per, ssnet::ssnet::MemoryOrder::Ascending);
+    mem.update(&model, &f32t(&fx, "features"), &u32t(&fx, "labels")).unwrap();
+    let mut r = vec![];
+    for c in 0..nc {
+        let key = format!("memory_{c}");
+        let got = mem.entries[c].as_ref().map(|t| t.to_f32().unwrap());
+        match (got, fx.has(&key)) {
+            (Some(g), true) => r.push(ssnet::golden::check_rel_l2(&key, &g, &fx.f32(&key).unwrap().0, 0.0)),
+            (None, false) => {}
+            (g, w) => r.push(Err(format!("{key}: ours {}, reference {}", if g.is_some() { "set" } else { "unset" }, if w { "set" } else { "unset" }))),
+        }
+    }
+    verdict(r);
+}
+
+fn iteration_fixture(stem: &str) {
+    use golden_model_support::*;
+    use ssnet::golden::{check_change, check_full_or_summary, check_rel_l2, check_scalar};
+    let fx = Fixture::load("ssnet", stem).unwrap();
+    let model = init_model(&fx);
+    let l = fx.cfg_f64("labeled_bs").unwrap() as usize;
+    let mut cfg = if model.cfg.arch == ssnet::nn::Arch::VNet { ssnet::ssnet::TrainerConfig::la() } else { ssnet::ssnet::TrainerConfig::acdc() };
+    cfg.labeled_bs = l;
+    cfg.base_lr = fx.cfg_f64("lr").unwrap() as f32;
+    cfg.momentum = fx.cfg_f64("momentum").unwrap() as f32;
+    cfg.weight_decay = fx.cfg_f64("weight_decay").unwrap() as f32;
+    cfg.consistency = fx.cfg_f64("consistency").unwrap();
+    cfg.consistency_rampup = fx.cfg_f64("consistency_rampup").unwrap();
+    cfg.vat_xi = fx.cfg_f64("vat_xi").unwrap() as f32;
+    cfg.vat_eps = fx.cfg_f64("vat_epi").unwrap() as f32;
+    cfg.dropout = false;
+    let mut trainer = ssnet::ssnet::Trainer::new(model, cfg);
+    let mut r = vec![];
+    for it in 0..2 {
+        let tol_loss = if it == 0 { tol::LOSS } else { tol::SECOND_ITER };
+        let tol_sum = if it == 0 { tol::SUMMARY } else { tol::SECOND_ITER };
+        let before = trainer.model.state().unwrap();
+        let x = f32t(&fx, &format!("it{it}.x"));
+        let labels = labels_first(&fx, &format!("it{it}.labels"), l);
+        let u = f32t(&fx, &format!("it{it}.rand_u"));
+        let losses = trainer.step(&ssnet::ssnet::StepInputs { x: &x, labels: &labels, rand_u: Some(&u), seed: 0 }).unwrap();
+        for (name, got) in [
+            ("loss", losses.loss),
+            ("loss_dice", losses.loss_dice),
+            ("loss_ce", losses.loss_ce),
+            ("loss_lds", losses.loss_lds),
+            ("loss_cl_l", losses.loss_cl_l),
+            ("loss_cl_u", losses.loss_cl_u),
+            ("consistency_weight", losses.consistency_weight),
+        ] {
+            let key = format!("it{it}.{name}");
+            r.push(check_scalar(&key, got as f64, fx.f32(&key).unwrap().0[0] as f64, tol_loss));
+        }
+        for c in 0..trainer.model.cfg.num_classes {
+            let key = format!("it{it}.memory_{c}");
+            let got = trainer.memory.entries[c].as_ref().map(|t| t.to_f32().unwrap());
+            match (got, fx.has(&key)) {
+                (Some(g), true) => r.push(check_rel_l2(&key, &g, &fx.f32(&key).unwrap().0, tol_sum)),
+                (None, false) => {}
+                (g, w) => r.push(Err(format!("{key}: ours {}, reference {}", if g.is_some() { "set" } else { "unset" }, if w { "set" } else { "unset" }))),
+            }
+        }
+        let after = trainer.model.state().unwrap();
+        for key in fx.names() {
+            let Some(name) = key.strip_prefix(&format!("it{it}.after.")) else { continue };
+            let want = fx.f32(&key).unwrap().0;
+            if name.contains("running_") {
+                r.push(check_full_or_summary(&key, &after[name], &want, tol_sum));
+            } else {
+                r.push(check_change(&key, &before[name], &after[name], &want, tol_sum));
+            }
+        }
+        let momentum = trainer.momentum_buffers();
+        let want_m: Vec<String> = fx.names().into_iter().filter_map(|k| k.strip_prefix(&format!("it{it}.momentum.")).map(str::to_string)).collect();
+        for name in &want_m {
+            match momentum.get(name) {
+                Some(t) => r.push(check_full_or_summary(&format!("it{it}.momentum.{name}"), &t.to_f32().unwrap(), &fx.f32(&format!("it{it}.momentum.{name}")).unwrap().0, tol_sum)),
+                None => r.push(Err(format!("it{it}.momentum.{name}: no momentum buffer here"))),
+            }
+        }
+        for name in momentum.keys() {
+            if !want_m.contains(name) {
+                r.push(Err(format!("it{it}: parameter {name} was updated here but not in the reference")));
+            }
+        }
+    }
+    verdict(r);
+}
+
+#[test]
+fn ssnet__iteration3d() {
+    iteration_fixture("iteration3d");
+}
+
+#[test]
+fn ssnet__iteration2d() {
+    iteration_fixture("iteration2d");
+}
