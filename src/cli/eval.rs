@@ -1,8 +1,12 @@
-//! `ssnet eval`: metrics of existing predictions (owned by the I/O + metrics work).
+//! `ssnet eval`: metrics of existing predictions (owned by the I/O + metrics work), or of a
+//! checkpoint's predictions on a dataset split (see [`checkpoint`]).
 //!
 //! ```text
 //! ssnet eval --pred PRED_DIR --gt GT_DIR [--list FILE] [--csv FILE] [--classes 1,2,3]
 //!            [--spacing voxel|header] [--largest-cc]
+//! ssnet eval --checkpoint CKPT --data DIR [--split test] [--save-pred DIR] [--list FILE]
+//!            [--csv FILE] [--largest-cc | --no-largest-cc] [--patch ..] [--stride-xy ..]
+//!            [--stride-z ..] [--gaussian] [--batch N]
 //! ```
 //!
 //! **Matching rule.** The ground-truth folder defines the cases: when it holds `X_gt.nii.gz`
@@ -67,14 +71,38 @@ pub struct EvalArgs {
     /// Units of 95HD / ASD: voxel (as the paper) or header (the ground truth's pixdim, mm).
     #[arg(long, value_enum, default_value = "voxel")]
     pub spacing: SpacingMode,
-    /// Keep only the largest 26-connected component of each predicted class before scoring.
+    /// Keep only the largest 26-connected component of each predicted class before scoring
+    /// (the default with --checkpoint on an LA dataset, SS-Net's nms).
     #[arg(long)]
     pub largest_cc: bool,
+    /// With --checkpoint: do not keep the largest component (on by default for LA).
+    #[arg(long, conflicts_with = "largest_cc")]
+    pub no_largest_cc: bool,
+    /// Predict with this checkpoint (instead of --pred/--gt) on the --split of --data.
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["pred", "gt"])]
+    pub checkpoint: Option<PathBuf>,
+    /// Dataset root for --checkpoint: the LA layout (train.list, test.list,
+    /// "2018LA_Seg_Training Set/<ID>/mri_norm2.h5"), the ACDC layout (splits/<split>.list,
+    /// <split>/<case>.nii.gz + <case>_gt.nii.gz) or a folder of X.nii.gz + X_gt.nii.gz.
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    pub data: Option<PathBuf>,
+    /// Split to evaluate with --checkpoint: test, val (ACDC) or train. --list overrides it.
+    #[arg(long, default_value = "test", value_name = "SPLIT")]
+    pub split: String,
+    /// With --checkpoint: also write each prediction as DIR/<case>.nii.gz (and the CSV as
+    /// DIR/metrics.csv unless --csv).
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    pub save_pred: Option<PathBuf>,
+    #[command(flatten)]
+    pub infer: crate::cli::predict::InferArgs,
 }
 
-pub fn run(a: EvalArgs, _device: Option<&str>) -> Result<()> {
+pub fn run(a: EvalArgs, device: Option<&str>) -> Result<()> {
+    if let Some(ckpt) = a.checkpoint.clone() {
+        return checkpoint::run(&a, &ckpt, device);
+    }
     let pred_dir = a.pred.clone().ok_or_else(|| {
-        Error::config("eval: --pred DIR (the folder of predicted NIfTI label maps) is required")
+        Error::config("eval: --pred DIR (the folder of predicted NIfTI label maps) is required, or --checkpoint CKPT --data DIR")
     })?;
     let gt_dir = a.gt.clone().ok_or_else(|| {
         Error::config("eval: --gt DIR (the folder of ground-truth NIfTI label maps) is required")
@@ -147,13 +175,15 @@ fn gt_cases(gt_dir: &Path, list: Option<&Path>) -> Result<Vec<GtCase>> {
                     case: id,
                     path: cases[i].path.clone(),
                 }),
-                None => return Err(Error::file(
-                    list,
-                    format!(
+                None => {
+                    return Err(Error::file(
+                        list,
+                        format!(
                         "case '{id}' has no ground truth in {} (no {id}_gt.nii.gz or {id}.nii.gz)",
                         gt_dir.display()
                     ),
-                )),
+                    ))
+                }
             }
         }
         cases = keep;
@@ -197,8 +227,10 @@ pub fn evaluate_folders(pred_dir: &Path, gt_dir: &Path, a: &EvalArgs) -> Result<
     let mut gts = Vec::with_capacity(cases.len());
     let mut found = BTreeSet::new();
     for c in &cases {
-        let v = nifti::read(&c.path)?;
+        let mut v = nifti::read(&c.path)?;
         let labels = v.labels()?;
+        // Keep the geometry and the labels only: the f32 copy is 4× the label map.
+        v.data = Vec::new();
         found.extend(labels.iter().copied().filter(|&l| l != 0));
         gts.push((v, labels));
     }
@@ -415,5 +447,292 @@ impl Report {
             let _ = writeln!(s, "{label},{name},{}", vals.join(","));
         }
         s
+    }
+}
+
+/// `ssnet eval --checkpoint CKPT --data DIR [--split test] [--save-pred DIR]`: predict every
+/// case of a dataset split with a checkpoint, then score it as SS-Net's test scripts do.
+///
+/// - LA layout (VNet): the sliding window (`--patch 112,112,80 --stride-xy 18 --stride-z 4`),
+///   the largest 26-connected component kept (SS-Net's `--nms 1`; `--no-largest-cc` turns it
+///   off), Dice / Jaccard / 95HD / ASD of the left atrium per case and their mean
+///   (`test_LA.py`).
+/// - ACDC layout (UNet): slice-wise at 256×256, per class RV / Myo / LV per case, the mean
+///   per class and the mean over classes (`test_ACDC.py`).
+/// - A folder of `X.nii.gz` + `X_gt.nii.gz` (either network): every labelled case.
+///
+/// Distances in voxels by default (`--spacing header`: LA 0.625 mm, NIfTI pixdim). The table
+/// and CSV are [`Report`]'s, as for `--pred/--gt`.
+mod checkpoint {
+    use super::{EvalArgs, Report, SpacingMode};
+    use crate::cli::predict::{describe, keep_largest_components};
+    use crate::data::dataset::{
+        read_list, AcdcDataset, Case, FolderDataset, LaDataset, Split, ACDC_CLASS_NAMES,
+        LA_IMAGE_DIR, LA_SPACING_MM,
+    };
+    use crate::data::nifti::{self, xyz_to_zyx, zyx_to_xyz, Volume};
+    use crate::error::{Error, Result};
+    use crate::gpu::Gpu;
+    use crate::infer::predict_volume;
+    use crate::metrics::{class_mask, evaluate};
+    use crate::nn::{Arch, Model};
+    use std::path::Path;
+    use std::time::Instant;
+
+    enum Layout {
+        La(LaDataset),
+        Acdc(AcdcDataset),
+        Folder,
+    }
+
+    impl Layout {
+        fn name(&self) -> &'static str {
+            match self {
+                Layout::La(_) => "LA",
+                Layout::Acdc(_) => "ACDC",
+                Layout::Folder => "folder",
+            }
+        }
+    }
+
+    /// The layout of `root` (opened and checked, except a plain folder, whose label range
+    /// depends on the model) and the cases to evaluate.
+    fn open(
+        root: &Path,
+        split: &str,
+        list: Option<&Path>,
+    ) -> Result<(Layout, Option<Vec<String>>)> {
+        if !root.is_dir() {
+            return Err(Error::file(root, "dataset folder not found"));
+        }
+        let listed = list.map(read_list).transpose()?;
+        if root.join("splits").is_dir() {
+            let ds = AcdcDataset::open(root)?;
+            let split = match split {
+                "train" => Split::Train,
+                "val" => Split::Val,
+                "test" => Split::Test,
+                s => {
+                    return Err(Error::config(format!(
+                        "eval: --split '{s}': an ACDC dataset has train, val and test"
+                    )))
+                }
+            };
+            let cases = listed.unwrap_or_else(|| ds.cases(split).to_vec());
+            for c in &cases {
+                ds.paths(c)?;
+            }
+            return Ok((Layout::Acdc(ds), Some(cases)));
+        }
+        if root.join(LA_IMAGE_DIR).is_dir()
+            && (root.join("test.list").is_file() || root.join("train.list").is_file())
+        {
+            let ds = LaDataset::open(root)?;
+            let cases = match (listed, split) {
+                (Some(l), _) => l,
+                (None, "test") => ds.test.clone(),
+                (None, "train") => ds.train.clone(),
+                (None, s) => {
+                    return Err(Error::config(format!(
+                        "eval: --split '{s}': an LA dataset has train and test"
+                    )))
+                }
+            };
+            for c in &cases {
+                if !ds.h5_path(c).is_file() {
+                    return Err(Error::file(ds.h5_path(c), format!("case '{c}' not found")));
+                }
+            }
+            return Ok((Layout::La(ds), Some(cases)));
+        }
+        Ok((Layout::Folder, listed))
+    }
+
+    pub fn run(a: &EvalArgs, ckpt: &Path, device: Option<&str>) -> Result<()> {
+        let root = a.data.clone().ok_or_else(|| Error::config("eval: --checkpoint needs --data DIR (an LA or ACDC dataset root, or a folder of X.nii.gz + X_gt.nii.gz)"))?;
+        let (layout, cases) = open(&root, &a.split, a.list.as_deref())?;
+        if !ckpt.is_file() {
+            return Err(Error::file(ckpt, "checkpoint not found"));
+        }
+        let gpu = Gpu::new(device)?;
+        let model = Model::load(&gpu, ckpt)?;
+        let arch = model.cfg.arch;
+        let num_classes = model.cfg.num_classes;
+        match (&layout, arch) {
+            (Layout::La(_), Arch::UNet) => {
+                return Err(Error::file(ckpt, format!("a unet (2D) checkpoint cannot segment the LA volumes of {}: it needs a vnet", root.display())))
+            }
+            (Layout::Acdc(_), Arch::VNet) => {
+                return Err(Error::file(ckpt, format!("a vnet (3D) checkpoint on the ACDC slices of {}: SS-Net evaluates ACDC with a unet", root.display())))
+            }
+            _ => {}
+        }
+        let folder = match layout {
+            Layout::Folder => Some(FolderDataset::open(
+                &root,
+                u8::try_from(num_classes).unwrap_or(u8::MAX),
+            )?),
+            _ => None,
+        };
+        let cases = match (&folder, cases) {
+            (Some(f), Some(c)) => {
+                f.check_list(a.list.as_deref().unwrap_or(&root), &c)?;
+                c
+            }
+            (Some(f), None) => f.cases.clone(),
+            (None, c) => c.unwrap_or_default(),
+        };
+        if cases.is_empty() {
+            return Err(Error::file(
+                &root,
+                format!("no cases to evaluate (split '{}')", a.split),
+            ));
+        }
+        let class_ids: Vec<u8> = match (&a.classes, &layout) {
+            (Some(c), _) if c.is_empty() || c.contains(&0) => {
+                return Err(Error::config(
+                    "eval: --classes takes non-zero labels, e.g. --classes 1,2,3",
+                ))
+            }
+            (Some(c), _) => c.clone(),
+            (None, Layout::La(_)) => vec![1],
+            (None, Layout::Acdc(_)) => vec![1, 2, 3],
+            (None, Layout::Folder) => (1..num_classes as u8).collect(),
+        };
+        if let Some(&c) = class_ids.iter().find(|&&c| c as usize >= num_classes) {
+            return Err(Error::file(
+                ckpt,
+                format!("the model predicts {num_classes} classes, class {c} cannot be scored"),
+            ));
+        }
+        let classes: Vec<(u8, String)> = class_ids
+            .iter()
+            .map(|&c| {
+                let name = match &layout {
+                    Layout::La(_) if c == 1 => "LA".to_string(),
+                    Layout::Acdc(_) if (1..=3).contains(&c) => {
+                        ACDC_CLASS_NAMES[c as usize - 1].to_string()
+                    }
+                    _ => c.to_string(),
+                };
+                (c, name)
+            })
+            .collect();
+        let largest_cc = a.largest_cc || (!a.no_largest_cc && matches!(layout, Layout::La(_)));
+        let cfg = a.infer.config(arch)?;
+        if let Some(d) = &a.save_pred {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::file(d, format!("cannot create folder: {e}")))?;
+        }
+        println!(
+            "{} ({}, {num_classes} classes) on {} {} '{}': {} case(s), {}{}",
+            ckpt.display(),
+            arch.name(),
+            layout.name(),
+            root.display(),
+            a.split,
+            cases.len(),
+            describe(arch, &cfg),
+            if largest_cc {
+                ", largest connected component"
+            } else {
+                ""
+            }
+        );
+        let total = cases.len();
+        let mut results = Vec::with_capacity(total);
+        for (i, id) in cases.iter().enumerate() {
+            let t = Instant::now();
+            let case: Case = match (&layout, &folder) {
+                (Layout::La(ds), _) => ds.load(id)?,
+                (Layout::Acdc(ds), _) => ds.load(id)?,
+                (_, Some(f)) => f.load(id)?,
+                _ => unreachable!("a folder layout is opened above"),
+            };
+            let named = crate::cli::predict::naming(&case.image_path);
+            // Case arrays are LA [X, Y, Z] or NIfTI [z][y][x]; a VNet wants [X, Y, Z].
+            let h5 = matches!(layout, Layout::La(_));
+            let to_xyz = arch == Arch::VNet && !h5;
+            let (image, shape) = if to_xyz {
+                let [z, y, x] = case.shape;
+                (zyx_to_xyz(&case.image, case.shape), [x, y, z])
+            } else {
+                (case.image.clone(), case.shape)
+            };
+            let pred = predict_volume(&model, &image, shape, &cfg, false).map_err(&named)?;
+            let mut labels = pred.labels;
+            if largest_cc {
+                keep_largest_components(&mut labels, &shape, num_classes).map_err(&named)?;
+            }
+            // Back to the case's own order.
+            let labels = if to_xyz {
+                xyz_to_zyx(&labels, shape)
+            } else {
+                labels
+            };
+            let dims = case.shape;
+            let spacing = match a.spacing {
+                SpacingMode::Voxel => None,
+                SpacingMode::Header => Some(case.spacing.unwrap_or([LA_SPACING_MM; 3])),
+            };
+            let mut row = Vec::with_capacity(classes.len());
+            for &(c, _) in &classes {
+                let p = class_mask(&labels, c);
+                let g = class_mask(&case.label, c);
+                row.push(
+                    evaluate(&p, &g, &dims, spacing.as_ref().map(|s| &s[..])).map_err(&named)?,
+                );
+            }
+            if let Some(d) = &a.save_pred {
+                let out = d.join(format!("{id}.nii.gz"));
+                match &case.header {
+                    Some(h) => nifti::write_labels_with_header(&out, &labels, h)?,
+                    None => {
+                        // LA h5: NIfTI dims [X, Y, Z], identity orientation, 0.625 mm.
+                        let zyx = xyz_to_zyx(&labels, dims);
+                        let v = Volume::new(
+                            zyx.iter().map(|&l| l as f32).collect(),
+                            dims,
+                            [LA_SPACING_MM; 3],
+                        )
+                        .map_err(|e| Error::file(&out, e))?;
+                        nifti::write_labels(&out, &zyx, &v)?;
+                    }
+                }
+            }
+            let dice: Vec<String> = classes
+                .iter()
+                .zip(&row)
+                .map(|((_, n), m)| format!("{n} {:.4}", m.dice))
+                .collect();
+            println!(
+                "[{}/{total}] {id} {dims:?}: Dice {} ({:.1} s)",
+                i + 1,
+                dice.join(", "),
+                t.elapsed().as_secs_f64()
+            );
+            results.push((id.clone(), row));
+        }
+        let report = Report {
+            classes,
+            cases: results,
+            units: if a.spacing == SpacingMode::Voxel {
+                "voxel"
+            } else {
+                "header"
+            },
+            largest_cc,
+        };
+        print!("{}", report.table());
+        let csv = a
+            .csv
+            .clone()
+            .or_else(|| a.save_pred.as_ref().map(|d| d.join("metrics.csv")));
+        if let Some(csv) = csv {
+            std::fs::write(&csv, report.csv())
+                .map_err(|e| Error::file(&csv, format!("cannot write CSV: {e}")))?;
+            println!("wrote {}", csv.display());
+        }
+        Ok(())
     }
 }
