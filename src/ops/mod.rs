@@ -12,12 +12,20 @@ pub mod softmax;
 pub mod loss;
 pub mod matmul;
 pub mod rows;
+pub mod norm;
+pub mod resample;
+pub mod dropout;
+pub mod optim;
 
 pub use elementwise::*;
 pub use loss::*;
 pub use matmul::*;
 pub use reduce::*;
 pub use rows::*;
+pub use norm::*;
+pub use resample::*;
+pub use dropout::*;
+pub use optim::*;
 pub use softmax::*;
 
 /// Workgroup size of the 1-D kernels (must match `@workgroup_size` in their WGSL).

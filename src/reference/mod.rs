@@ -9,6 +9,10 @@ pub mod matmul;
 pub mod reduce;
 pub mod rows;
 pub mod softmax;
+pub mod norm;
+pub mod resample;
+pub mod dropout;
+pub mod optim;
 
 pub use elementwise::*;
 pub use loss::*;
@@ -16,6 +20,10 @@ pub use matmul::*;
 pub use reduce::*;
 pub use rows::*;
 pub use softmax::*;
+pub use norm::*;
+pub use resample::*;
+pub use dropout::*;
+pub use optim::*;
 
 use rand::{Rng, SeedableRng};
 
