@@ -1,5 +1,483 @@
-// placeholder
-struct P { n: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@compute @workgroup_size(1)
-fn placeholder() { _ = p.n; }
+// Convolutions as implicit GEMMs (no im2col buffer), forward and backwards.
+// Rust side: src/ops/conv.rs (it documents which entry point serves which op).
+//
+// Geometry. Every tensor is [N, C, X, Y, Z] row-major (2D convolutions are 3D ones with a
+// unit X axis). The "source" is the tensor gathered into the A operand: x for the forward and
+// the weight gradient, the output gradient g for the input gradient. The "m grid" is the
+// voxel grid the GEMM rows walk over (output voxels for the forward and weight gradient,
+// input voxels for the input gradient). A row m = n * mv + voxel has base coordinates
+// b = voxel * stride - pad in the source; a reduction index k = c * kv + (dx, dy, dz) reads
+// the source at b + d (forward) or b - d (`flip`: the input gradient of a stride-1
+// convolution, a convolution with the flipped kernel), zero outside the source.
+//
+// conv_gemm: out[n, col, voxel(m)] = sum_k A[m, k] * B[k, col] (+ bias[col]) with
+//   B[k, col] = wt[woff(k) + col * wstride], woff(k) = c * wc + (k mod kv):
+//   forward: wc = kv, wstride = K (w [Co, Ci*kv]); input gradient: wc = Ci*kv, wstride = kv.
+//   Tiles: BM x BN outputs per 256-invocation workgroup, 4x4 per invocation, K staged BK at a
+//   time through workgroup memory with a register prefetch of the next stage. Each
+//   invocation loads A for one fixed row (its row's coordinates are decoded once); the
+//   reduction indices of a stage are decoded by BK invocations into a small table in
+//   workgroup memory two stages ahead (double-buffered), so no invocation divides per load.
+// conv_wgrad: part[chunk, co, k] = sum over the rows m of the chunk of g[m, co] * A[m, k]:
+//   the weight gradient, rows of g (Co) x columns k (Ci*kv), the N*voxels reduction split into
+//   `nchunks` fixed chunks (the caller sums the chunk partials in a fixed order: no atomics).
+//   Same tiling, the row tables (m) decoded two stages ahead, the column table once.
+// conv_bwd_input_direct: one invocation per input-gradient element, a plain gather over
+//   (co, dx, dy, dz) with the stride's divisibility test: strided convolutions other than
+//   kernel == stride (those go through the transposed-conv GEMM of conv_transpose.wgsl).
+//
+// Grids: workgroup id = wid.y * nwg.x + wid.x (folded into 2-D past the per-dimension limit),
+// bound-checked against tiles_total (uniform per workgroup, before any barrier).
+// Index maths in u32 (the caller checks every tensor has < 2^31 elements, so the signed
+// source offsets fit i32).
+
+struct ConvParams {
+    m: u32,          // GEMM rows (conv_gemm), reduction length (conv_wgrad), elements (direct)
+    n: u32,          // GEMM columns
+    k: u32,          // reduction length (conv_gemm)
+    has_bias: u32,
+    sc: u32,         // source channels
+    sx: u32,         // source spatial dims
+    sy: u32,
+    sz: u32,
+    sv: u32,         // source voxels per channel
+    mx: u32,         // m grid dims
+    my: u32,
+    mz: u32,
+    mv: u32,         // m grid voxels
+    kx: u32,         // kernel dims
+    ky: u32,
+    kz: u32,
+    kv: u32,         // kernel volume
+    stx: u32,        // m grid -> source stride
+    sty: u32,
+    stz: u32,
+    pdx: i32,        // m grid -> source offset (b = voxel * stride - pd)
+    pdy: i32,
+    pdz: i32,
+    flip: u32,       // 1: read the source at b - d (input gradient, stride 1)
+    wc: u32,
+    wstride: u32,
+    tiles_n: u32,    // column tiles
+    tiles_total: u32,
+    chunk: u32,      // conv_wgrad: rows per chunk
+    nchunks: u32,
+    rows: u32,       // conv_wgrad: output rows (Co)
+    tiles_r: u32,    // conv_wgrad: row tiles
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+// The gathered source of conv_gemm / conv_wgrad / conv_bwd_input_direct.
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+// conv_gemm, conv_bwd_input_direct: the weights.
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+// conv_wgrad: the output gradient.
+@group(0) @binding(2) var<storage, read> gout: array<f32>;
+// conv_gemm: the bias (any buffer when has_bias == 0).
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+// conv_wgrad: partial weight gradients [nchunks, Co, K]; direct: the input gradient.
+@group(0) @binding(3) var<storage, read_write> dst3: array<f32>;
+// conv_gemm: the output.
+@group(0) @binding(4) var<storage, read_write> dst4: array<f32>;
+
+override BM: u32 = 64u;   // rows per tile (a power of two, <= 256)
+override BN: u32 = 64u;   // columns per tile (BM * BN == 4096: 256 invocations x 4x4)
+override BK: u32 = 16u;   // reduction step (8 or 16)
+
+const WG: u32 = 256u;
+// Coordinates that fail every range test (invalid rows / reduction indices).
+const BIG: i32 = 0x20000000;
+const INVALID: u32 = 0xffffffffu;
+
+// Source base of row (n, voxel v of the m grid): (offset of b, b.x, b.y, b.z).
+fn decode_m(nb: u32, v: u32) -> vec4<i32> {
+    let myz = p.my * p.mz;
+    let ox = v / myz;
+    let r = v - ox * myz;
+    let oy = r / p.mz;
+    let oz = r - oy * p.mz;
+    let bx = i32(ox * p.stx) - p.pdx;
+    let by = i32(oy * p.sty) - p.pdy;
+    let bz = i32(oz * p.stz) - p.pdz;
+    let base = i32(nb * p.sc * p.sv) + (bx * i32(p.sy) + by) * i32(p.sz) + bz;
+    return vec4<i32>(base, bx, by, bz);
+}
+
+fn invalid_m() -> vec4<i32> {
+    return vec4<i32>(0, BIG, BIG, BIG);
+}
+
+// Reduction index k = c * kv + kernel offset: (source offset, signed dx, dy, dz).
+fn decode_k(k: u32, kmax: u32) -> vec4<i32> {
+    if (k >= kmax) {
+        return vec4<i32>(0, BIG, BIG, BIG);
+    }
+    let c = k / p.kv;
+    let r = k - c * p.kv;
+    let kyz = p.ky * p.kz;
+    let dx = r / kyz;
+    let r2 = r - dx * kyz;
+    let dy = r2 / p.kz;
+    let dz = r2 - dy * p.kz;
+    let sp = i32((dx * p.sy + dy) * p.sz + dz);
+    let cb = i32(c * p.sv);
+    if (p.flip == 0u) {
+        return vec4<i32>(cb + sp, i32(dx), i32(dy), i32(dz));
+    }
+    return vec4<i32>(cb - sp, -i32(dx), -i32(dy), -i32(dz));
+}
+
+fn weight_off(k: u32) -> u32 {
+    let c = k / p.kv;
+    return c * p.wc + (k - c * p.kv);
+}
+
+// A[m, k]: the source at row base mb displaced by e, zero outside.
+fn gather(mb: vec4<i32>, e: vec4<i32>) -> f32 {
+    let cx = u32(mb.y + e.y);
+    let cy = u32(mb.z + e.z);
+    let cz = u32(mb.w + e.w);
+    if (cx < p.sx && cy < p.sy && cz < p.sz) {
+        return src[u32(mb.x + e.x)];
+    }
+    return 0.0;
+}
+
+// ---------------------------------------------------------------- conv_gemm
+
+var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;         // [BK][BM]
+var<workgroup> Bs: array<vec4<f32>, BK * (BN + 4u) / 4u>;  // [BK][BN + 4] (padded rows)
+var<workgroup> kTab: array<vec4<i32>, 2u * BK>;             // two stages of decoded k
+var<workgroup> kOff: array<u32, 2u * BK>;                   // their weight offsets
+
+@compute @workgroup_size(256)
+fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let tile = wid.y * nwg.x + wid.x;
+    if (tile >= p.tiles_total) {
+        return;
+    }
+    let m0 = (tile / p.tiles_n) * BM;
+    let n0 = (tile % p.tiles_n) * BN;
+
+    // A loads: row am (fixed), reduction rows ak + astep * i.
+    let am = t % BM;
+    let ak = t / BM;
+    let astep = WG / BM;
+    let la = (BK * BM + WG - 1u) / WG;
+    var mb = invalid_m();
+    if (m0 + am < p.m) {
+        let nb = (m0 + am) / p.mv;
+        mb = decode_m(nb, m0 + am - nb * p.mv);
+    }
+    // B loads: reduction row bk (fixed, consecutive invocations read consecutive weights),
+    // columns bn + bstep * i.
+    let bk = t % BK;
+    let bn = t / BK;
+    let bstep = WG / BK;
+    let lb = (BK * BN + WG - 1u) / WG;
+    let steps = (p.k + BK - 1u) / BK;
+    // Compute mapping: rows tm*4..+4, columns tn*4..+4.
+    let tm = t % (BM / 4u);
+    let tn = t / (BM / 4u);
+
+    if (t < BK) {
+        kTab[t] = decode_k(t, p.k);
+        kOff[t] = weight_off(t);
+    }
+    workgroupBarrier();
+    var ra: array<f32, 8>;
+    var rb: array<f32, 8>;
+    for (var i = 0u; i < la; i = i + 1u) {
+        let kk = ak + astep * i;
+        var v = 0.0;
+        if (kk < BK) {
+            v = gather(mb, kTab[kk]);
+        }
+        ra[i] = v;
+    }
+    for (var i = 0u; i < lb; i = i + 1u) {
+        let nn = bn + bstep * i;
+        var v = 0.0;
+        if (nn < BN && bk < p.k && n0 + nn < p.n) {
+            v = wt[kOff[bk] + (n0 + nn) * p.wstride];
+        }
+        rb[i] = v;
+    }
+    if (t < BK) {
+        kTab[BK + t] = decode_k(BK + t, p.k);
+        kOff[BK + t] = weight_off(BK + t);
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var s = 0u; s < steps; s = s + 1u) {
+        for (var i = 0u; i < la; i = i + 1u) {
+            let kk = ak + astep * i;
+            if (kk < BK) {
+                let e = kk * BM + am;
+                As[e / 4u][e % 4u] = ra[i];
+            }
+        }
+        for (var i = 0u; i < lb; i = i + 1u) {
+            let nn = bn + bstep * i;
+            if (nn < BN) {
+                let e = bk * (BN + 4u) + nn;
+                Bs[e / 4u][e % 4u] = rb[i];
+            }
+        }
+        workgroupBarrier();
+        // Prefetch stage s + 1 (its table was decoded during stage s - 1).
+        if (s + 1u < steps) {
+            let tb = ((s + 1u) & 1u) * BK;
+            for (var i = 0u; i < la; i = i + 1u) {
+                let kk = ak + astep * i;
+                var v = 0.0;
+                if (kk < BK) {
+                    v = gather(mb, kTab[tb + kk]);
+                }
+                ra[i] = v;
+            }
+            let kg = (s + 1u) * BK + bk;
+            for (var i = 0u; i < lb; i = i + 1u) {
+                let nn = bn + bstep * i;
+                var v = 0.0;
+                if (nn < BN && kg < p.k && n0 + nn < p.n) {
+                    v = wt[kOff[tb + bk] + (n0 + nn) * p.wstride];
+                }
+                rb[i] = v;
+            }
+        }
+        // Decode stage s + 2 into the slot stage s used.
+        if (t < BK) {
+            let k2 = (s + 2u) * BK + t;
+            kTab[(s & 1u) * BK + t] = decode_k(k2, p.k);
+            kOff[(s & 1u) * BK + t] = weight_off(k2);
+        }
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let a = As[(kk * BM) / 4u + tm];
+            let b = Bs[(kk * (BN + 4u)) / 4u + tn];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+
+    let row0 = m0 + tm * 4u;
+    let col0 = n0 + tn * 4u;
+    var nb = row0 / p.mv;
+    var v = row0 - nb * p.mv;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (row0 + j < p.m) {
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let c = col0 + i;
+                if (c < p.n) {
+                    var bv = 0.0;
+                    if (p.has_bias != 0u) {
+                        bv = bias[c];
+                    }
+                    dst4[(nb * p.n + c) * p.mv + v] = acc[j][i] + bv;
+                }
+            }
+        }
+        v = v + 1u;
+        if (v == p.mv) {
+            v = 0u;
+            nb = nb + 1u;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conv_wgrad
+
+var<workgroup> Gs: array<vec4<f32>, BK * (BM + 4u) / 4u>;  // [BK][BM + 4]: g rows (Co)
+var<workgroup> Xs: array<vec4<f32>, BK * (BN + 4u) / 4u>;  // [BK][BN + 4]: gathered x (k)
+var<workgroup> mTab: array<vec4<i32>, 2u * BK>;             // two stages of decoded rows m
+var<workgroup> mG: array<u32, 2u * BK>;                     // their g offsets (or INVALID)
+var<workgroup> kTabW: array<vec4<i32>, BN>;                 // this tile's columns k
+
+fn wgrad_decode(m: u32, end: u32, slot: u32) {
+    if (m < end) {
+        let nb = m / p.mv;
+        let v = m - nb * p.mv;
+        mTab[slot] = decode_m(nb, v);
+        mG[slot] = nb * p.rows * p.mv + v;
+    } else {
+        mTab[slot] = invalid_m();
+        mG[slot] = INVALID;
+    }
+}
+
+@compute @workgroup_size(256)
+fn conv_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let tile = wid.y * nwg.x + wid.x;
+    if (tile >= p.tiles_total) {
+        return;
+    }
+    let per_chunk = p.tiles_r * p.tiles_n;
+    let chunk = tile / per_chunk;
+    let rest = tile - chunk * per_chunk;
+    let r0 = (rest / p.tiles_n) * BM;
+    let c0 = (rest % p.tiles_n) * BN;
+    let mbeg = chunk * p.chunk;
+    let mend = min(p.m, mbeg + p.chunk);
+    let steps = (mend - mbeg + BK - 1u) / BK;
+
+    // Loads: reduction row rr (fixed; consecutive invocations read consecutive voxels),
+    // g rows / x columns lrow + lstep * i.
+    let rr = t % BK;
+    let lrow = t / BK;
+    let lstep = WG / BK;
+    let lg = (BK * BM + WG - 1u) / WG;
+    let lx = (BK * BN + WG - 1u) / WG;
+    let tm = t % (BM / 4u);
+    let tn = t / (BM / 4u);
+
+    for (var i = t; i < BN; i = i + WG) {
+        kTabW[i] = decode_k(c0 + i, p.n);
+    }
+    if (t < BK) {
+        wgrad_decode(mbeg + t, mend, t);
+    }
+    workgroupBarrier();
+    var rg: array<f32, 8>;
+    var rx: array<f32, 8>;
+    {
+        let mt = mTab[rr];
+        let gb = mG[rr];
+        for (var i = 0u; i < lg; i = i + 1u) {
+            let c = lrow + lstep * i;
+            var v = 0.0;
+            if (c < BM && gb != INVALID && r0 + c < p.rows) {
+                v = gout[gb + (r0 + c) * p.mv];
+            }
+            rg[i] = v;
+        }
+        for (var i = 0u; i < lx; i = i + 1u) {
+            let kk = lrow + lstep * i;
+            var v = 0.0;
+            if (kk < BN) {
+                v = gather(mt, kTabW[kk]);
+            }
+            rx[i] = v;
+        }
+    }
+    if (t < BK) {
+        wgrad_decode(mbeg + BK + t, mend, BK + t);
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var s = 0u; s < steps; s = s + 1u) {
+        for (var i = 0u; i < lg; i = i + 1u) {
+            let c = lrow + lstep * i;
+            if (c < BM) {
+                let e = rr * (BM + 4u) + c;
+                Gs[e / 4u][e % 4u] = rg[i];
+            }
+        }
+        for (var i = 0u; i < lx; i = i + 1u) {
+            let kk = lrow + lstep * i;
+            if (kk < BN) {
+                let e = rr * (BN + 4u) + kk;
+                Xs[e / 4u][e % 4u] = rx[i];
+            }
+        }
+        workgroupBarrier();
+        if (s + 1u < steps) {
+            let slot = ((s + 1u) & 1u) * BK + rr;
+            let mt = mTab[slot];
+            let gb = mG[slot];
+            for (var i = 0u; i < lg; i = i + 1u) {
+                let c = lrow + lstep * i;
+                var v = 0.0;
+                if (c < BM && gb != INVALID && r0 + c < p.rows) {
+                    v = gout[gb + (r0 + c) * p.mv];
+                }
+                rg[i] = v;
+            }
+            for (var i = 0u; i < lx; i = i + 1u) {
+                let kk = lrow + lstep * i;
+                var v = 0.0;
+                if (kk < BN) {
+                    v = gather(mt, kTabW[kk]);
+                }
+                rx[i] = v;
+            }
+        }
+        if (t < BK) {
+            wgrad_decode(mbeg + (s + 2u) * BK + t, mend, (s & 1u) * BK + t);
+        }
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let a = Gs[(kk * (BM + 4u)) / 4u + tm];
+            let b = Xs[(kk * (BN + 4u)) / 4u + tn];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+
+    let row0 = r0 + tm * 4u;
+    let col0 = c0 + tn * 4u;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let co = row0 + j;
+        if (co < p.rows) {
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let k = col0 + i;
+                if (k < p.n) {
+                    dst3[(chunk * p.rows + co) * p.n + k] = acc[j][i];
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conv_bwd_input_direct
+// gx [N, Ci, X, Y, Z] (Ci = p.n, m grid = X, Y, Z; p.m elements) from g (the source:
+// Co = sc channels, OX, OY, OZ = sx, sy, sz) and w [Co, Ci, kx, ky, kz]; stride stx.., pad pdx...
+
+@compute @workgroup_size(256)
+fn conv_bwd_input_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + t;
+    if (i >= p.m) {
+        return;
+    }
+    let v = i % p.mv;
+    let nc = i / p.mv;
+    let ci = nc % p.n;
+    let nb = nc / p.n;
+    let myz = p.my * p.mz;
+    let ix = v / myz;
+    let r = v - ix * myz;
+    let iy = r / p.mz;
+    let iz = r - iy * p.mz;
+    var acc = 0.0;
+    for (var co = 0u; co < p.sc; co = co + 1u) {
+        let gc = (nb * p.sc + co) * p.sv;
+        let wcb = (co * p.n + ci) * p.kv;
+        for (var dx = 0u; dx < p.kx; dx = dx + 1u) {
+            let tx = i32(ix) + p.pdx - i32(dx);
+            if (tx < 0 || tx % i32(p.stx) != 0 || u32(tx) / p.stx >= p.sx) {
+                continue;
+            }
+            let ox = u32(tx) / p.stx;
+            for (var dy = 0u; dy < p.ky; dy = dy + 1u) {
+                let ty = i32(iy) + p.pdy - i32(dy);
+                if (ty < 0 || ty % i32(p.sty) != 0 || u32(ty) / p.sty >= p.sy) {
+                    continue;
+                }
+                let oy = u32(ty) / p.sty;
+                for (var dz = 0u; dz < p.kz; dz = dz + 1u) {
+                    let tz = i32(iz) + p.pdz - i32(dz);
+                    if (tz < 0 || tz % i32(p.stz) != 0 || u32(tz) / p.stz >= p.sz) {
+                        continue;
+                    }
+                    let oz = u32(tz) / p.stz;
+                    acc = acc + src[gc + (ox * p.sy + oy) * p.sz + oz] * wt[wcb + (dx * p.ky + dy) * p.kz + dz];
+                }
+            }
+        }
+    }
+    dst3[i] = acc;
+}

@@ -16,6 +16,7 @@ pub mod norm;
 pub mod resample;
 pub mod dropout;
 pub mod optim;
+pub mod conv;
 
 pub use elementwise::*;
 pub use loss::*;
@@ -27,6 +28,7 @@ pub use resample::*;
 pub use dropout::*;
 pub use optim::*;
 pub use softmax::*;
+pub use conv::*;
 
 /// Workgroup size of the 1-D kernels (must match `@workgroup_size` in their WGSL).
 pub(crate) const WG: u32 = 256;

@@ -13,6 +13,7 @@ pub mod norm;
 pub mod resample;
 pub mod dropout;
 pub mod optim;
+pub mod conv;
 
 pub use elementwise::*;
 pub use loss::*;
@@ -24,6 +25,7 @@ pub use norm::*;
 pub use resample::*;
 pub use dropout::*;
 pub use optim::*;
+pub use conv::*;
 
 use rand::{Rng, SeedableRng};
 

@@ -1,0 +1,959 @@
+//! Convolutions: 3D (any kernel, stride, zero padding), 2D (the 3D kernels with a unit
+//! leading spatial axis) and the 3D transposed convolution with kernel == stride, each with
+//! its input, weight and bias backwards. Shaders: `shaders/conv.wgsl` and
+//! `shaders/conv_transpose.wgsl`.
+//!
+//! Layouts are PyTorch's: x [N, Ci, X, Y, Z] (2D: [N, Ci, H, W]), conv weight
+//! [Co, Ci, kx, ky, kz], transposed weight [Ci, Co, kx, ky, kz], bias [Co].
+//!
+//! Kernels (all tiled GEMMs of 256 invocations, 4×4 outputs each, tiles picked per shape among
+//! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding):
+//! - forward: implicit GEMM `conv_gemm`, rows = N·output voxels, columns = Co,
+//!   reduction = Ci·k³ gathered from x on the fly (no im2col buffer).
+//! - input gradient, stride 1: the same kernel reading the output gradient with the flipped
+//!   kernel (each input-gradient element is one GEMM output: a gather, no scatter/atomics);
+//!   kernel == stride without padding (VNet's downsampling): the transposed-conv GEMM;
+//!   other strided cases: a direct gather kernel (correct, not tuned: no network uses them).
+//! - weight gradient: `conv_wgrad`, rows = Co, columns = Ci·k³, the N·voxels reduction split
+//!   into a shape-determined number of chunks written as partials [chunks, Co, Ci·k³], then
+//!   summed in a fixed order by `ops::reduce` (deterministic, no atomics).
+//! - bias gradient: `sum_axes` over N and the spatial axes (deterministic).
+//! - transposed conv (kernel == stride): `ct_gemm`, one GEMM [N·voxels, Ci] × [Ci, Co·k³]
+//!   whose epilogue writes each product to its shuffled output voxel; its input gradient is a
+//!   strided conv forward, its weight gradient a strided conv weight gradient.
+
+use super::u32_of;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Shader};
+use crate::tensor::{numel, DType, Tensor};
+use std::cell::Cell;
+
+/// Mirrors `ConvParams` in conv.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    sc: u32,
+    sx: u32,
+    sy: u32,
+    sz: u32,
+    sv: u32,
+    mx: u32,
+    my: u32,
+    mz: u32,
+    mv: u32,
+    kx: u32,
+    ky: u32,
+    kz: u32,
+    kv: u32,
+    stx: u32,
+    sty: u32,
+    stz: u32,
+    pdx: i32,
+    pdy: i32,
+    pdz: i32,
+    flip: u32,
+    wc: u32,
+    wstride: u32,
+    tiles_n: u32,
+    tiles_total: u32,
+    chunk: u32,
+    nchunks: u32,
+    rows: u32,
+    tiles_r: u32,
+}
+
+/// Mirrors `CtParams` in conv_transpose.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct CtParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    xv: u32,
+    xx: u32,
+    xy: u32,
+    xz: u32,
+    kx: u32,
+    ky: u32,
+    kz: u32,
+    kv: u32,
+    co: u32,
+    oy: u32,
+    oz: u32,
+    ov: u32,
+    tiles_n: u32,
+    tiles_total: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Tile shapes (rows, columns, reduction step) of the GEMM kernels: 256 invocations with
+/// 4×4 outputs each (rows·columns = 4096); workgroup memory stays under 11 KiB.
+pub const TILES: [(u32, u32, u32); 5] = [
+    (64, 64, 16),
+    (128, 32, 16),
+    (32, 128, 16),
+    (256, 16, 8),
+    (16, 256, 8),
+];
+
+/// The tile of least estimated cost on a rows × cols output: the padded work, weighted by
+/// how much memory traffic a tile needs per product (`1 + 16 / intensity`, intensity =
+/// BM·BN/(BM+BN): 1.5 for 64×64, 1.63 for 128×32, 2.06 for 256×16). A thin tile wins only
+/// where the square one would pad a narrow side (Co = 16 or 32) by much more.
+pub fn pick_tile(rows: usize, cols: usize) -> (u32, u32, u32) {
+    let cost = |&(bm, bn, _): &(u32, u32, u32)| {
+        let (bm, bn) = (bm as usize, bn as usize);
+        let padded = (rows.div_ceil(bm) * bm) as f64 * (cols.div_ceil(bn) * bn) as f64;
+        padded * (1.0 + 16.0 * (bm + bn) as f64 / (bm * bn) as f64)
+    };
+    *TILES
+        .iter()
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .expect("non-empty")
+}
+
+/// Workgroups the weight gradient aims for (chunks × tiles), enough for a large GPU.
+const WGRAD_TARGET_GROUPS: usize = 1024;
+/// A weight-gradient chunk covers at least this many rows (N·voxels).
+const WGRAD_MIN_CHUNK: usize = 1024;
+/// At most this many partial floats (chunks × Co × Ci·k³).
+const WGRAD_MAX_PARTIAL: usize = 1 << 26;
+
+thread_local! {
+    static GRID_CAP: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Test hook: cap the workgroups per grid dimension of this thread's conv dispatches (below
+/// the adapter's limit) so that small problems exercise the folded 2-D grids.
+#[doc(hidden)]
+pub fn conv_grid_cap_for_tests(cap: Option<u32>) {
+    GRID_CAP.with(|c| c.set(cap));
+}
+
+/// `total` workgroups as a grid of at most `maxd` per dimension: [total, 1, 1] when it fits,
+/// else folded into [x, y, 1] with x·y >= total (kernels skip ids past `total`).
+pub fn fold_grid(total: u64, maxd: u32) -> Option<[u32; 3]> {
+    let maxd = maxd.max(1) as u64;
+    let total = total.max(1);
+    if total <= maxd {
+        return Some([total as u32, 1, 1]);
+    }
+    let y = total.div_ceil(maxd);
+    if y > maxd {
+        return None;
+    }
+    Some([total.div_ceil(y) as u32, y as u32, 1])
+}
+
+fn grid(gpu: &Gpu, op: &str, total: u64) -> Result<[u32; 3]> {
+    let mut maxd = gpu.limits.max_compute_workgroups_per_dimension;
+    if let Some(c) = GRID_CAP.with(|c| c.get()) {
+        maxd = maxd.min(c);
+    }
+    fold_grid(total, maxd)
+        .ok_or_else(|| Error::op(op, format!("{total} workgroups exceed the adapter's grid")))
+}
+
+fn tile_consts(t: (u32, u32, u32)) -> [(&'static str, f64); 3] {
+    [("BM", t.0 as f64), ("BN", t.1 as f64), ("BK", t.2 as f64)]
+}
+
+/// One convolution's geometry on three spatial axes: x [n, ci, x], w [co, ci, k], y [n, co, o].
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    ci: usize,
+    co: usize,
+    x: [usize; 3],
+    k: [usize; 3],
+    s: [usize; 3],
+    p: [usize; 3],
+    o: [usize; 3],
+}
+
+fn vol(v: [usize; 3]) -> usize {
+    v[0] * v[1] * v[2]
+}
+
+impl Geom {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        op: &str,
+        what: &str,
+        n: usize,
+        ci: usize,
+        co: usize,
+        x: [usize; 3],
+        k: [usize; 3],
+        s: [usize; 3],
+        p: [usize; 3],
+    ) -> Result<Geom> {
+        if s.contains(&0) {
+            return Err(Error::op(op, format!("{what}: stride must be at least 1")));
+        }
+        if (0..3).any(|a| k[a] == 0 || x[a] + 2 * p[a] < k[a]) {
+            return Err(Error::op(
+                op,
+                format!("{what}: kernel {k:?} larger than the input {x:?} padded by {p:?}"),
+            ));
+        }
+        let o = [0, 1, 2].map(|a| (x[a] + 2 * p[a] - k[a]) / s[a] + 1);
+        let g = Geom {
+            n,
+            ci,
+            co,
+            x,
+            k,
+            s,
+            p,
+            o,
+        };
+        // Signed source offsets in the kernels are i32.
+        for (name, len) in [
+            ("input", g.xlen()),
+            ("output", g.ylen()),
+            ("weight", g.wlen()),
+        ] {
+            if len > i32::MAX as usize {
+                return Err(Error::op(
+                    op,
+                    format!("{what}: {name} of {len} elements exceeds 2^31"),
+                ));
+            }
+        }
+        Ok(g)
+    }
+    fn kv(&self) -> usize {
+        vol(self.k)
+    }
+    fn xlen(&self) -> usize {
+        self.n * self.ci * vol(self.x)
+    }
+    fn ylen(&self) -> usize {
+        self.n * self.co * vol(self.o)
+    }
+    fn wlen(&self) -> usize {
+        self.co * self.ci * self.kv()
+    }
+}
+
+/// Geometry of a 3D (`d2` false: x [N, Ci, X, Y, Z], w [Co, Ci, kx, ky, kz]) or 2D (x [N, Ci,
+/// H, W], w [Co, Ci, kh, kw], lifted to a unit leading axis) convolution.
+fn conv_geom(
+    op: &str,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    stride: usize,
+    pad: usize,
+    d2: bool,
+) -> Result<Geom> {
+    let rank = if d2 { 4 } else { 5 };
+    let what = format!("x {x_shape:?}, w {w_shape:?}, stride {stride}, padding {pad}");
+    if x_shape.len() != rank || w_shape.len() != rank {
+        return Err(Error::op(
+            op,
+            format!("{what}: expected rank-{rank} input and weight"),
+        ));
+    }
+    if x_shape[1] != w_shape[1] {
+        return Err(Error::op(
+            op,
+            format!(
+                "{what}: input has {} channels, weight expects {}",
+                x_shape[1], w_shape[1]
+            ),
+        ));
+    }
+    if numel(x_shape) == 0 || numel(w_shape) == 0 {
+        return Err(Error::op(op, format!("{what}: empty input or weight")));
+    }
+    let (x, k, s, p) = if d2 {
+        (
+            [1, x_shape[2], x_shape[3]],
+            [1, w_shape[2], w_shape[3]],
+            [1, stride, stride],
+            [0, pad, pad],
+        )
+    } else {
+        (
+            [x_shape[2], x_shape[3], x_shape[4]],
+            [w_shape[2], w_shape[3], w_shape[4]],
+            [stride; 3],
+            [pad; 3],
+        )
+    };
+    Geom::new(op, &what, x_shape[0], x_shape[1], w_shape[0], x, k, s, p)
+}
+
+/// The output shape in the caller's rank.
+fn y_shape(g: &Geom, d2: bool) -> Vec<usize> {
+    if d2 {
+        vec![g.n, g.co, g.o[1], g.o[2]]
+    } else {
+        vec![g.n, g.co, g.o[0], g.o[1], g.o[2]]
+    }
+}
+
+fn f32_check(op: &str, ts: &[&Tensor]) -> Result<()> {
+    for t in ts {
+        t.expect_dtype(op, DType::F32)?;
+    }
+    Ok(())
+}
+
+fn u(op: &str, v: usize) -> Result<u32> {
+    u32_of(op, v)
+}
+
+// ------------------------------------------------------------------ raw kernels (off tape)
+
+/// Forward: y [N, Co, O] = x ⋆ w (+ b), written into a fresh tensor of `out_shape`.
+fn fwd_raw(
+    op: &str,
+    g: &Geom,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = x.gpu().clone();
+    let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
+    let (m, n, k) = (g.n * vol(g.o), g.co, g.ci * g.kv());
+    let tile = pick_tile(m, n);
+    let tiles_n = n.div_ceil(tile.1 as usize);
+    let total = m.div_ceil(tile.0 as usize) * tiles_n;
+    let p = ConvParams {
+        m: u(op, m)?,
+        n: u(op, n)?,
+        k: u(op, k)?,
+        has_bias: b.is_some() as u32,
+        sc: u(op, g.ci)?,
+        sx: u(op, g.x[0])?,
+        sy: u(op, g.x[1])?,
+        sz: u(op, g.x[2])?,
+        sv: u(op, vol(g.x))?,
+        mx: u(op, g.o[0])?,
+        my: u(op, g.o[1])?,
+        mz: u(op, g.o[2])?,
+        mv: u(op, vol(g.o))?,
+        kx: u(op, g.k[0])?,
+        ky: u(op, g.k[1])?,
+        kz: u(op, g.k[2])?,
+        kv: u(op, g.kv())?,
+        stx: u(op, g.s[0])?,
+        sty: u(op, g.s[1])?,
+        stz: u(op, g.s[2])?,
+        pdx: g.p[0] as i32,
+        pdy: g.p[1] as i32,
+        pdz: g.p[2] as i32,
+        flip: 0,
+        wc: u(op, g.kv())?,
+        wstride: u(op, k)?,
+        tiles_n: u(op, tiles_n)?,
+        tiles_total: u(op, total)?,
+        ..Default::default()
+    };
+    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
+    let groups = grid(&gpu, op, total as u64)?;
+    gpu.dispatch_with(
+        Shader::Conv,
+        "conv_gemm",
+        &tile_consts(tile),
+        &p,
+        &[x.buffer(), w.buffer(), bias, out.buffer()],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Input gradient gx [N, Ci, X] (shape `x_shape`) of the convolution `g` from its output
+/// gradient gy [N, Co, O] and weight w [Co, Ci, k].
+fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    if g.s == [1, 1, 1] {
+        // A stride-1 convolution of gy with the flipped kernel: rows = input voxels, columns
+        // = Ci, reduction = Co·k³; input voxel i reads gy at i + p - d.
+        let out = Tensor::empty(&gpu, x_shape, DType::F32, op)?;
+        let (m, n, k) = (g.n * vol(g.x), g.ci, g.co * g.kv());
+        let tile = pick_tile(m, n);
+        let tiles_n = n.div_ceil(tile.1 as usize);
+        let total = m.div_ceil(tile.0 as usize) * tiles_n;
+        let p = ConvParams {
+            m: u(op, m)?,
+            n: u(op, n)?,
+            k: u(op, k)?,
+            has_bias: 0,
+            sc: u(op, g.co)?,
+            sx: u(op, g.o[0])?,
+            sy: u(op, g.o[1])?,
+            sz: u(op, g.o[2])?,
+            sv: u(op, vol(g.o))?,
+            mx: u(op, g.x[0])?,
+            my: u(op, g.x[1])?,
+            mz: u(op, g.x[2])?,
+            mv: u(op, vol(g.x))?,
+            kx: u(op, g.k[0])?,
+            ky: u(op, g.k[1])?,
+            kz: u(op, g.k[2])?,
+            kv: u(op, g.kv())?,
+            stx: 1,
+            sty: 1,
+            stz: 1,
+            pdx: -(g.p[0] as i32),
+            pdy: -(g.p[1] as i32),
+            pdz: -(g.p[2] as i32),
+            flip: 1,
+            wc: u(op, g.ci * g.kv())?,
+            wstride: u(op, g.kv())?,
+            tiles_n: u(op, tiles_n)?,
+            tiles_total: u(op, total)?,
+            ..Default::default()
+        };
+        let groups = grid(&gpu, op, total as u64)?;
+        gpu.dispatch_with(
+            Shader::Conv,
+            "conv_gemm",
+            &tile_consts(tile),
+            &p,
+            &[gy.buffer(), w.buffer(), w.buffer(), out.buffer()],
+            groups,
+        )?;
+        return Ok(out);
+    }
+    if g.k == g.s && g.p == [0, 0, 0] && (0..3).all(|a| g.x[a] == g.o[a] * g.s[a]) {
+        // Kernel == stride: every input voxel gets exactly one kernel offset; w [Co, Ci, k]
+        // is the transposed conv's [in, out, k] weight.
+        return ct_raw(op, gy, g.n, g.co, g.o, g.ci, g.k, w, None, x_shape);
+    }
+    // Other strided convolutions: a direct gather.
+    let out = Tensor::empty(&gpu, x_shape, DType::F32, op)?;
+    let len = g.xlen();
+    let p = ConvParams {
+        m: u(op, len)?,
+        n: u(op, g.ci)?,
+        sc: u(op, g.co)?,
+        sx: u(op, g.o[0])?,
+        sy: u(op, g.o[1])?,
+        sz: u(op, g.o[2])?,
+        sv: u(op, vol(g.o))?,
+        mx: u(op, g.x[0])?,
+        my: u(op, g.x[1])?,
+        mz: u(op, g.x[2])?,
+        mv: u(op, vol(g.x))?,
+        kx: u(op, g.k[0])?,
+        ky: u(op, g.k[1])?,
+        kz: u(op, g.k[2])?,
+        kv: u(op, g.kv())?,
+        stx: u(op, g.s[0])?,
+        sty: u(op, g.s[1])?,
+        stz: u(op, g.s[2])?,
+        pdx: g.p[0] as i32,
+        pdy: g.p[1] as i32,
+        pdz: g.p[2] as i32,
+        ..Default::default()
+    };
+    let groups = grid(&gpu, op, len.div_ceil(256) as u64)?;
+    gpu.dispatch(
+        Shader::Conv,
+        "conv_bwd_input_direct",
+        &p,
+        &[gy.buffer(), w.buffer(), out.buffer()],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Number of chunks and rows per chunk of a weight gradient's reduction over `r` rows.
+fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, bk: usize) -> (usize, usize) {
+    let mut s = WGRAD_TARGET_GROUPS.div_ceil(tiles.max(1));
+    s = s.min((r / WGRAD_MIN_CHUNK).max(1));
+    s = s.min((WGRAD_MAX_PARTIAL / outputs.max(1)).max(1));
+    let chunk = r.div_ceil(s).div_ceil(bk) * bk;
+    (r.div_ceil(chunk), chunk)
+}
+
+/// Weight gradient gw [Co, Ci, k] (shape `w_shape`) of the convolution `g` from its output
+/// gradient gy [N, Co, O] and input x [N, Ci, X].
+fn bwd_weight_raw(
+    op: &str,
+    g: &Geom,
+    gy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
+    let tile = pick_tile(rows, cols);
+    let tiles_r = rows.div_ceil(tile.0 as usize);
+    let tiles_n = cols.div_ceil(tile.1 as usize);
+    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, tile.2 as usize);
+    let total = tiles_r * tiles_n * nchunks;
+    let p = ConvParams {
+        m: u(op, r)?,
+        n: u(op, cols)?,
+        k: u(op, cols)?,
+        has_bias: 0,
+        sc: u(op, g.ci)?,
+        sx: u(op, g.x[0])?,
+        sy: u(op, g.x[1])?,
+        sz: u(op, g.x[2])?,
+        sv: u(op, vol(g.x))?,
+        mx: u(op, g.o[0])?,
+        my: u(op, g.o[1])?,
+        mz: u(op, g.o[2])?,
+        mv: u(op, vol(g.o))?,
+        kx: u(op, g.k[0])?,
+        ky: u(op, g.k[1])?,
+        kz: u(op, g.k[2])?,
+        kv: u(op, g.kv())?,
+        stx: u(op, g.s[0])?,
+        sty: u(op, g.s[1])?,
+        stz: u(op, g.s[2])?,
+        pdx: g.p[0] as i32,
+        pdy: g.p[1] as i32,
+        pdz: g.p[2] as i32,
+        flip: 0,
+        wc: 0,
+        wstride: 0,
+        tiles_n: u(op, tiles_n)?,
+        tiles_total: u(op, total)?,
+        chunk: u(op, chunk)?,
+        nchunks: u(op, nchunks)?,
+        rows: u(op, rows)?,
+        tiles_r: u(op, tiles_r)?,
+    };
+    let groups = grid(&gpu, op, total as u64)?;
+    if nchunks == 1 {
+        let out = Tensor::empty(&gpu, w_shape, DType::F32, op)?;
+        gpu.dispatch_with(
+            Shader::Conv,
+            "conv_wgrad",
+            &tile_consts(tile),
+            &p,
+            &[x.buffer(), gy.buffer(), out.buffer()],
+            groups,
+        )?;
+        return Ok(out);
+    }
+    let part = Tensor::empty(&gpu, &[nchunks, rows * cols], DType::F32, op)?;
+    gpu.dispatch_with(
+        Shader::Conv,
+        "conv_wgrad",
+        &tile_consts(tile),
+        &p,
+        &[x.buffer(), gy.buffer(), part.buffer()],
+        groups,
+    )?;
+    // The chunk partials summed in a fixed order.
+    super::reduce::sum_axes(&part, &[0])?.reshape(w_shape)
+}
+
+/// Transposed-conv GEMM (kernel == stride): x [n, ci, xs] (any tensor with that layout),
+/// w [ci, co, k], optional bias [co] → a fresh tensor of `out_shape` = [n, co, k·xs].
+#[allow(clippy::too_many_arguments)]
+fn ct_raw(
+    op: &str,
+    x: &Tensor,
+    n: usize,
+    ci: usize,
+    xs: [usize; 3],
+    co: usize,
+    k: [usize; 3],
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = x.gpu().clone();
+    let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
+    let kv = vol(k);
+    let os = [xs[0] * k[0], xs[1] * k[1], xs[2] * k[2]];
+    let (m, cols) = (n * vol(xs), co * kv);
+    let tile = pick_tile(m, cols);
+    let tiles_n = cols.div_ceil(tile.1 as usize);
+    let total = m.div_ceil(tile.0 as usize) * tiles_n;
+    let p = CtParams {
+        m: u(op, m)?,
+        n: u(op, cols)?,
+        k: u(op, ci)?,
+        has_bias: b.is_some() as u32,
+        xv: u(op, vol(xs))?,
+        xx: u(op, xs[0])?,
+        xy: u(op, xs[1])?,
+        xz: u(op, xs[2])?,
+        kx: u(op, k[0])?,
+        ky: u(op, k[1])?,
+        kz: u(op, k[2])?,
+        kv: u(op, kv)?,
+        co: u(op, co)?,
+        oy: u(op, os[1])?,
+        oz: u(op, os[2])?,
+        ov: u(op, vol(os))?,
+        tiles_n: u(op, tiles_n)?,
+        tiles_total: u(op, total)?,
+        ..Default::default()
+    };
+    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
+    let groups = grid(&gpu, op, total as u64)?;
+    gpu.dispatch_with(
+        Shader::ConvTranspose,
+        "ct_gemm",
+        &tile_consts(tile),
+        &p,
+        &[x.buffer(), w.buffer(), bias, out.buffer()],
+        groups,
+    )?;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ convolution (3D and 2D)
+
+fn conv_fwd(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    d2: bool,
+) -> Result<Tensor> {
+    f32_check(op, &[x, w])?;
+    let g = conv_geom(op, x.shape(), w.shape(), stride, pad, d2)?;
+    if let Some(b) = b {
+        b.expect_dtype(op, DType::F32)?;
+        if b.shape() != [g.co] {
+            return Err(Error::op(
+                op,
+                format!(
+                    "bias {:?} for weight {:?}: expected [{}]",
+                    b.shape(),
+                    w.shape(),
+                    g.co
+                ),
+            ));
+        }
+    }
+    let out = fwd_raw(op, &g, x, w, b, &y_shape(&g, d2))?;
+    let (sx, sw) = (x.detach(), w.detach());
+    let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+    let has_b = b.is_some();
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(record(op, out, &inputs, move |gy, need| {
+        let mut v = vec![
+            if need[0] {
+                Some(conv_bwd_input(gy, &sw, &xs, stride, pad, d2)?)
+            } else {
+                None
+            },
+            if need[1] {
+                Some(conv_bwd_weight(gy, &sx, &ws, stride, pad, d2)?)
+            } else {
+                None
+            },
+        ];
+        if has_b {
+            v.push(if need[2] {
+                Some(conv_bwd_bias(gy, d2)?)
+            } else {
+                None
+            });
+        }
+        Ok(v)
+    }))
+}
+
+fn conv_bwd_input(
+    gy: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+    pad: usize,
+    d2: bool,
+) -> Result<Tensor> {
+    let op = if d2 {
+        "conv2d_bwd_input"
+    } else {
+        "conv3d_bwd_input"
+    };
+    f32_check(op, &[gy, w])?;
+    let g = conv_geom(op, x_shape, w.shape(), stride, pad, d2)?;
+    gy.expect_shape(op, &y_shape(&g, d2))?;
+    bwd_input_raw(op, &g, gy, w, x_shape)
+}
+
+fn conv_bwd_weight(
+    gy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    stride: usize,
+    pad: usize,
+    d2: bool,
+) -> Result<Tensor> {
+    let op = if d2 {
+        "conv2d_bwd_weight"
+    } else {
+        "conv3d_bwd_weight"
+    };
+    f32_check(op, &[gy, x])?;
+    let g = conv_geom(op, x.shape(), w_shape, stride, pad, d2)?;
+    gy.expect_shape(op, &y_shape(&g, d2))?;
+    bwd_weight_raw(op, &g, gy, x, w_shape)
+}
+
+fn conv_bwd_bias(gy: &Tensor, d2: bool) -> Result<Tensor> {
+    let op = if d2 {
+        "conv2d_bwd_bias"
+    } else {
+        "conv3d_bwd_bias"
+    };
+    let rank = if d2 { 4 } else { 5 };
+    gy.expect_dtype(op, DType::F32)?;
+    if gy.shape().len() != rank {
+        return Err(Error::op(
+            op,
+            format!("expected a rank-{rank} gradient, got {:?}", gy.shape()),
+        ));
+    }
+    let axes: Vec<usize> = (0..rank).filter(|&a| a != 1).collect();
+    super::reduce::sum_axes(gy, &axes)
+}
+
+/// 3D convolution: x [N, Ci, X, Y, Z], w [Co, Ci, kx, ky, kz] (PyTorch layout), b [Co];
+/// stride and zero padding on every axis. y [N, Co, (X+2p-kx)/s+1, ...]. On the tape.
+pub fn conv3d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_fwd("conv3d", x, w, b, stride, pad, false)
+}
+
+/// Input gradient of [`conv3d`] for the output gradient `g`: shape `x_shape`.
+pub fn conv3d_bwd_input(
+    g: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_bwd_input(g, w, x_shape, stride, pad, false)
+}
+
+/// Weight gradient of [`conv3d`]: shape `w_shape` [Co, Ci, kx, ky, kz]; deterministic.
+pub fn conv3d_bwd_weight(
+    g: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_bwd_weight(g, x, w_shape, stride, pad, false)
+}
+
+/// Bias gradient of [`conv3d`]: `g` summed over N and the spatial axes, [Co].
+pub fn conv3d_bwd_bias(g: &Tensor) -> Result<Tensor> {
+    conv_bwd_bias(g, false)
+}
+
+/// 2D convolution: x [N, Ci, H, W], w [Co, Ci, kh, kw], b [Co]. On the tape.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_fwd("conv2d", x, w, b, stride, pad, true)
+}
+
+/// Input gradient of [`conv2d`]: shape `x_shape`.
+pub fn conv2d_bwd_input(
+    g: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_bwd_input(g, w, x_shape, stride, pad, true)
+}
+
+/// Weight gradient of [`conv2d`]: shape `w_shape` [Co, Ci, kh, kw]; deterministic.
+pub fn conv2d_bwd_weight(
+    g: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    conv_bwd_weight(g, x, w_shape, stride, pad, true)
+}
+
+/// Bias gradient of [`conv2d`]: [Co].
+pub fn conv2d_bwd_bias(g: &Tensor) -> Result<Tensor> {
+    conv_bwd_bias(g, true)
+}
+
+// ------------------------------------------------------------------ transposed convolution
+
+/// A transposed conv's x [n, ci, xs], w [ci, co, k] (kernel == stride).
+struct CtGeom {
+    n: usize,
+    ci: usize,
+    xs: [usize; 3],
+    co: usize,
+    k: [usize; 3],
+}
+
+/// The geometry of a transposed conv, checking kernel == stride.
+fn ct_geom(op: &str, x_shape: &[usize], w_shape: &[usize], stride: usize) -> Result<CtGeom> {
+    let what = format!("x {x_shape:?}, w {w_shape:?}, stride {stride}");
+    if x_shape.len() != 5 || w_shape.len() != 5 {
+        return Err(Error::op(
+            op,
+            format!("{what}: expected rank-5 input and weight [Ci, Co, k, k, k]"),
+        ));
+    }
+    if x_shape[1] != w_shape[0] {
+        return Err(Error::op(
+            op,
+            format!(
+                "{what}: input has {} channels, weight expects {}",
+                x_shape[1], w_shape[0]
+            ),
+        ));
+    }
+    let k = [w_shape[2], w_shape[3], w_shape[4]];
+    if k != [stride; 3] {
+        return Err(Error::op(op, format!("{what}: kernel {k:?} != stride is not supported (only kernel == stride, e.g. 2x2x2/2)")));
+    }
+    if numel(x_shape) == 0 || numel(w_shape) == 0 {
+        return Err(Error::op(op, format!("{what}: empty input or weight")));
+    }
+    let xs = [x_shape[2], x_shape[3], x_shape[4]];
+    let ylen = x_shape[0] * w_shape[1] * vol(xs) * vol(k);
+    if ylen > i32::MAX as usize || numel(x_shape) > i32::MAX as usize {
+        return Err(Error::op(op, format!("{what}: tensors over 2^31 elements")));
+    }
+    Ok(CtGeom {
+        n: x_shape[0],
+        ci: x_shape[1],
+        xs,
+        co: w_shape[1],
+        k,
+    })
+}
+
+fn ct_out_shape(n: usize, co: usize, xs: [usize; 3], k: [usize; 3]) -> Vec<usize> {
+    vec![n, co, xs[0] * k[0], xs[1] * k[1], xs[2] * k[2]]
+}
+
+/// Transposed 3D convolution with kernel == stride (VNet's 2×2×2/2 upsampling): x [N, Ci, X,
+/// Y, Z], w [Ci, Co, k, k, k] (PyTorch transposed layout), b [Co] → [N, Co, kX, kY, kZ].
+/// Any other kernel/stride pair is an error. On the tape.
+pub fn conv_transpose3d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "conv_transpose3d";
+    f32_check(op, &[x, w])?;
+    let CtGeom { n, ci, xs, co, k } = ct_geom(op, x.shape(), w.shape(), stride)?;
+    if let Some(b) = b {
+        b.expect_dtype(op, DType::F32)?;
+        if b.shape() != [co] {
+            return Err(Error::op(
+                op,
+                format!(
+                    "bias {:?} for weight {:?}: expected [{co}]",
+                    b.shape(),
+                    w.shape()
+                ),
+            ));
+        }
+    }
+    let out = ct_raw(op, x, n, ci, xs, co, k, w, b, &ct_out_shape(n, co, xs, k))?;
+    let (sx, sw) = (x.detach(), w.detach());
+    let (xsh, wsh) = (x.shape().to_vec(), w.shape().to_vec());
+    let has_b = b.is_some();
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    Ok(record(op, out, &inputs, move |gy, need| {
+        let mut v = vec![
+            if need[0] {
+                Some(conv_transpose3d_bwd_input(gy, &sw, &xsh, stride)?)
+            } else {
+                None
+            },
+            if need[1] {
+                Some(conv_transpose3d_bwd_weight(gy, &sx, &wsh, stride)?)
+            } else {
+                None
+            },
+        ];
+        if has_b {
+            v.push(if need[2] {
+                Some(conv_transpose3d_bwd_bias(gy)?)
+            } else {
+                None
+            });
+        }
+        Ok(v)
+    }))
+}
+
+/// Input gradient of [`conv_transpose3d`]: the strided convolution of `g` with w read as a
+/// [Ci, Co, k...] conv weight. Shape `x_shape`.
+pub fn conv_transpose3d_bwd_input(
+    g: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "conv_transpose3d_bwd_input";
+    f32_check(op, &[g, w])?;
+    let CtGeom { n, ci, xs, co, k } = ct_geom(op, x_shape, w.shape(), stride)?;
+    g.expect_shape(op, &ct_out_shape(n, co, xs, k))?;
+    let gs = [xs[0] * k[0], xs[1] * k[1], xs[2] * k[2]];
+    let geom = Geom::new(op, "as a strided conv", n, co, ci, gs, k, k, [0; 3])?;
+    fwd_raw(op, &geom, g, w, None, x_shape)
+}
+
+/// Weight gradient of [`conv_transpose3d`]: [Ci, Co, k, k, k], the weight gradient of that
+/// strided convolution with x as its output gradient; deterministic.
+pub fn conv_transpose3d_bwd_weight(
+    g: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    stride: usize,
+) -> Result<Tensor> {
+    let op = "conv_transpose3d_bwd_weight";
+    f32_check(op, &[g, x])?;
+    let CtGeom { n, ci, xs, co, k } = ct_geom(op, x.shape(), w_shape, stride)?;
+    g.expect_shape(op, &ct_out_shape(n, co, xs, k))?;
+    let gs = [xs[0] * k[0], xs[1] * k[1], xs[2] * k[2]];
+    let geom = Geom::new(op, "as a strided conv", n, co, ci, gs, k, k, [0; 3])?;
+    bwd_weight_raw(op, &geom, x, g, w_shape)
+}
+
+/// Bias gradient of [`conv_transpose3d`]: [Co].
+pub fn conv_transpose3d_bwd_bias(g: &Tensor) -> Result<Tensor> {
+    let op = "conv_transpose3d_bwd_bias";
+    g.expect_dtype(op, DType::F32)?;
+    if g.shape().len() != 5 {
+        return Err(Error::op(
+            op,
+            format!("expected a rank-5 gradient, got {:?}", g.shape()),
+        ));
+    }
+    super::reduce::sum_axes(g, &[0, 2, 3, 4])
+}
