@@ -11,11 +11,12 @@ use ssnet::reference as r;
 use ssnet::tensor::Tensor;
 
 const MODES: [BnMode; 3] = [BnMode::Train, BnMode::Eval, BnMode::Frozen];
-const ACTS: [Act; 4] = [
+const ACTS: [Act; 5] = [
     Act::None,
     Act::Relu,
     Act::LeakyRelu(0.01),
     Act::LeakyRelu(0.2),
+    Act::LeakyRelu(-0.5),
 ];
 
 /// Values as the GPU sees them (rounded to f32), so the twin computes on the same inputs.
@@ -452,7 +453,7 @@ fn batchnorm_rejects_bad_arguments() {
         BnMode::Train,
         0.1,
         1e-5,
-        Act::LeakyRelu(-0.1),
+        Act::LeakyRelu(f32::NAN),
     )
     .unwrap_err()
     .to_string();

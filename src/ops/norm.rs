@@ -35,7 +35,7 @@ pub enum BnMode {
 pub enum Act {
     None,
     Relu,
-    /// Leaky ReLU with this negative slope (must be finite and >= 0).
+    /// Leaky ReLU with this negative slope (any finite value).
     LeakyRelu(f32),
 }
 
@@ -83,10 +83,10 @@ fn act_code(op: &str, a: Act) -> Result<(u32, f32)> {
     match a {
         Act::None => Ok((0, 0.0)),
         Act::Relu => Ok((1, 0.0)),
-        Act::LeakyRelu(s) if s.is_finite() && s >= 0.0 => Ok((1, s)),
+        Act::LeakyRelu(s) if s.is_finite() => Ok((1, s)),
         Act::LeakyRelu(s) => Err(Error::op(
             op,
-            format!("leaky relu slope {s} must be finite and >= 0"),
+            format!("leaky relu slope {s} must be finite"),
         )),
     }
 }
