@@ -14,7 +14,9 @@
 //   B[k, col] = wt[woff(k) + col * wstride], woff(k) = c * wc + (k mod kv):
 //   forward: wc = kv, wstride = K (w [Co, Ci*kv]); input gradient: wc = Ci*kv, wstride = kv.
 //   Tiles: BM x BN outputs per 256-invocation workgroup, 4x4 per invocation, K staged BK at a
-//   time through workgroup memory with a register prefetch of the next stage. Each
+//   time through workgroup memory with a register prefetch of the next stage. With few
+//   output tiles the reduction is split into `nchunks` ranges of `chunk` (split-K), each
+//   writing its partial output at offset split * m * n (the caller sums them in order). Each
 //   invocation loads A for one fixed row (its row's coordinates are decoded once); the
 //   reduction indices of a stage are decoded by BK invocations into a small table in
 //   workgroup memory two stages ahead (double-buffered), so no invocation divides per load.
@@ -60,8 +62,8 @@ struct ConvParams {
     wstride: u32,
     tiles_n: u32,    // column tiles
     tiles_total: u32,
-    chunk: u32,      // conv_wgrad: rows per chunk
-    nchunks: u32,
+    chunk: u32,      // conv_wgrad: rows per chunk; conv_gemm: K per split
+    nchunks: u32,    // number of chunks / splits (>= 1)
     rows: u32,       // conv_wgrad: output rows (Co)
     tiles_r: u32,    // conv_wgrad: row tiles
 }
@@ -156,8 +158,15 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (tile >= p.tiles_total) {
         return;
     }
-    let m0 = (tile / p.tiles_n) * BM;
-    let n0 = (tile % p.tiles_n) * BN;
+    // Split-K: split `split` covers reduction indices [kbeg, kend) and writes its own
+    // partial output (split 0 adds the bias).
+    let per_split = p.tiles_total / p.nchunks;
+    let split = tile / per_split;
+    let rest = tile - split * per_split;
+    let m0 = (rest / p.tiles_n) * BM;
+    let n0 = (rest % p.tiles_n) * BN;
+    let kbeg = split * p.chunk;
+    let kend = min(p.k, kbeg + p.chunk);
 
     // A loads: row am (fixed), reduction rows ak + astep * i.
     let am = t % BM;
@@ -175,14 +184,14 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let bn = t / BK;
     let bstep = WG / BK;
     let lb = (BK * BN + WG - 1u) / WG;
-    let steps = (p.k + BK - 1u) / BK;
+    let steps = (kend - kbeg + BK - 1u) / BK;
     // Compute mapping: rows tm*4..+4, columns tn*4..+4.
     let tm = t % (BM / 4u);
     let tn = t / (BM / 4u);
 
     if (t < BK) {
-        kTab[t] = decode_k(t, p.k);
-        kOff[t] = weight_off(t);
+        kTab[t] = decode_k(kbeg + t, kend);
+        kOff[t] = weight_off(kbeg + t);
     }
     workgroupBarrier();
     var ra: array<f32, 8>;
@@ -198,14 +207,14 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var i = 0u; i < lb; i = i + 1u) {
         let nn = bn + bstep * i;
         var v = 0.0;
-        if (nn < BN && bk < p.k && n0 + nn < p.n) {
+        if (nn < BN && kbeg + bk < kend && n0 + nn < p.n) {
             v = wt[kOff[bk] + (n0 + nn) * p.wstride];
         }
         rb[i] = v;
     }
     if (t < BK) {
-        kTab[BK + t] = decode_k(BK + t, p.k);
-        kOff[BK + t] = weight_off(BK + t);
+        kTab[BK + t] = decode_k(kbeg + BK + t, kend);
+        kOff[BK + t] = weight_off(kbeg + BK + t);
     }
 
     var acc: array<vec4<f32>, 4>;
@@ -236,11 +245,11 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                 }
                 ra[i] = v;
             }
-            let kg = (s + 1u) * BK + bk;
+            let kg = kbeg + (s + 1u) * BK + bk;
             for (var i = 0u; i < lb; i = i + 1u) {
                 let nn = bn + bstep * i;
                 var v = 0.0;
-                if (nn < BN && kg < p.k && n0 + nn < p.n) {
+                if (nn < BN && kg < kend && n0 + nn < p.n) {
                     v = wt[kOff[tb + bk] + (n0 + nn) * p.wstride];
                 }
                 rb[i] = v;
@@ -248,8 +257,8 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
         // Decode stage s + 2 into the slot stage s used.
         if (t < BK) {
-            let k2 = (s + 2u) * BK + t;
-            kTab[(s & 1u) * BK + t] = decode_k(k2, p.k);
+            let k2 = kbeg + (s + 2u) * BK + t;
+            kTab[(s & 1u) * BK + t] = decode_k(k2, kend);
             kOff[(s & 1u) * BK + t] = weight_off(k2);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
@@ -265,6 +274,8 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
     let row0 = m0 + tm * 4u;
     let col0 = n0 + tn * 4u;
+    let obase = split * p.m * p.n;
+    let add_bias = p.has_bias != 0u && split == 0u;
     var nb = row0 / p.mv;
     var v = row0 - nb * p.mv;
     for (var j = 0u; j < 4u; j = j + 1u) {
@@ -273,10 +284,10 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                 let c = col0 + i;
                 if (c < p.n) {
                     var bv = 0.0;
-                    if (p.has_bias != 0u) {
+                    if (add_bias) {
                         bv = bias[c];
                     }
-                    dst4[(nb * p.n + c) * p.mv + v] = acc[j][i] + bv;
+                    dst4[obase + (nb * p.n + c) * p.mv + v] = acc[j][i] + bv;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Convolution kernels against their f64 twins: forward, input, weight and bias gradients on
 //! shapes that are not tile multiples (odd channels, odd spatial sizes, batch 1-3), every
 //! kernel path (implicit GEMM forward, flipped-kernel input gradient, kernel == stride
-//! transposed GEMM, direct strided gather, chunked weight gradient), every tile shape, folded
+//! transposed GEMM, direct strided gather, split-K, chunked weight gradient), every tile shape, folded
 //! grids, determinism, errors; finite differences on every twin backward.
 
 mod common;
@@ -167,6 +167,9 @@ fn conv3d_cases() -> Vec<Case> {
         // 1×1×1 and no padding with a kernel larger than 1.
         case(&[2, 6, 4, 5, 3], &[2, 6, 1, 1, 1], 1, 0),
         case(&[1, 2, 6, 5, 7], &[33, 2, 3, 2, 3], 1, 0),
+        // Few output tiles, long reductions: split-K forward / input gradient.
+        case(&[1, 40, 4, 4, 4], &[8, 40, 3, 3, 3], 1, 1),
+        case(&[1, 6, 4, 4, 3], &[48, 6, 3, 3, 3], 1, 1),
         // Padding 2.
         case(&[1, 4, 3, 4, 5], &[3, 4, 3, 3, 3], 1, 2),
     ]
@@ -278,6 +281,26 @@ fn the_cases_cover_every_tile_shape() {
             "tile {t:?} not exercised by the conv3d cases"
         );
     }
+    // Split-K in the forward and in the input gradient, chunks in the weight gradient.
+    let (mut split_fwd, mut split_in, mut chunked) = (false, false, false);
+    for c in conv3d_cases() {
+        let ys = r::conv3d_out_shape(&c.x, &c.w, c.s, c.p);
+        let (m, co, k) = (ys[0] * numel(&ys[2..]), c.w[0], numel(&c.w[1..]));
+        let t = ops::pick_tile(m, co);
+        let tiles = m.div_ceil(t.0 as usize) * co.div_ceil(t.1 as usize);
+        split_fwd |= ops::gemm_splits(tiles, k, t.2 as usize).0 > 1;
+        let (mi, ci, ki) = (c.x[0] * numel(&c.x[2..]), c.x[1], co * numel(&c.w[2..]));
+        let t = ops::pick_tile(mi, ci);
+        let tiles = mi.div_ceil(t.0 as usize) * ci.div_ceil(t.1 as usize);
+        split_in |= c.s == 1 && ops::gemm_splits(tiles, ki, t.2 as usize).0 > 1;
+        let t = ops::pick_tile(co, k);
+        let tiles = co.div_ceil(t.0 as usize) * k.div_ceil(t.1 as usize);
+        chunked |= ops::wgrad_chunks(m, tiles, co * k, t.2 as usize).0 > 1;
+    }
+    assert!(
+        split_fwd && split_in && chunked,
+        "split-K fwd {split_fwd}, input {split_in}, wgrad chunks {chunked}"
+    );
 }
 
 #[test]

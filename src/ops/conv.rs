@@ -323,12 +323,7 @@ fn fwd_raw(
     b: Option<&Tensor>,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    let gpu = x.gpu().clone();
-    let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
     let (m, n, k) = (g.n * vol(g.o), g.co, g.ci * g.kv());
-    let tile = pick_tile(m, n);
-    let tiles_n = n.div_ceil(tile.1 as usize);
-    let total = m.div_ceil(tile.0 as usize) * tiles_n;
     let p = ConvParams {
         m: u(op, m)?,
         n: u(op, n)?,
@@ -356,21 +351,74 @@ fn fwd_raw(
         flip: 0,
         wc: u(op, g.kv())?,
         wstride: u(op, k)?,
-        tiles_n: u(op, tiles_n)?,
-        tiles_total: u(op, total)?,
         ..Default::default()
     };
+    gemm_run(op, p, x, w, b, out_shape)
+}
+
+/// Workgroups below which a `conv_gemm` splits its reduction (two per SM of a 132-SM GPU).
+const GEMM_TARGET_GROUPS: usize = 264;
+/// A reduction split covers at least this many K stages.
+const GEMM_MIN_SPLIT_STEPS: usize = 32;
+
+/// Number of reduction splits and K per split of a GEMM with `tiles` output tiles and
+/// reduction step `bk` (shape-determined: the same on every adapter).
+pub fn gemm_splits(tiles: usize, k: usize, bk: usize) -> (usize, usize) {
+    if tiles >= GEMM_TARGET_GROUPS {
+        return (1, k);
+    }
+    let s = GEMM_TARGET_GROUPS
+        .div_ceil(tiles)
+        .min(k / (bk * GEMM_MIN_SPLIT_STEPS))
+        .max(1);
+    let chunk = k.div_ceil(s).div_ceil(bk) * bk;
+    (k.div_ceil(chunk), chunk)
+}
+
+/// Runs `conv_gemm` with the geometry `p` (tiles and splits filled in here): a fresh tensor
+/// of `out_shape` (M·N elements). Few output tiles and a long reduction: the reduction is
+/// split, the split partials [S, M·N] (the bias added by split 0) summed in a fixed order.
+fn gemm_run(
+    op: &str,
+    mut p: ConvParams,
+    src: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = src.gpu().clone();
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let tile = pick_tile(m, n);
+    let tiles_n = n.div_ceil(tile.1 as usize);
+    let tiles = m.div_ceil(tile.0 as usize) * tiles_n;
+    let (splits, chunk) = gemm_splits(tiles, k, tile.2 as usize);
+    let total = tiles * splits;
+    p.has_bias = b.is_some() as u32;
+    p.tiles_n = u(op, tiles_n)?;
+    p.tiles_total = u(op, total)?;
+    p.chunk = u(op, chunk)?;
+    p.nchunks = u(op, splits)?;
+    u(op, splits * m * n)?;
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
     let groups = grid(&gpu, op, total as u64)?;
+    let out_len = if splits == 1 {
+        out_shape.to_vec()
+    } else {
+        vec![splits, m * n]
+    };
+    let out = Tensor::empty(&gpu, &out_len, DType::F32, op)?;
     gpu.dispatch_with(
         Shader::Conv,
         "conv_gemm",
         &tile_consts(tile),
         &p,
-        &[x.buffer(), w.buffer(), bias, out.buffer()],
+        &[src.buffer(), w.buffer(), bias, out.buffer()],
         groups,
     )?;
-    Ok(out)
+    if splits == 1 {
+        return Ok(out);
+    }
+    super::reduce::sum_axes(&out, &[0])?.reshape(out_shape)
 }
 
 /// Input gradient gx [N, Ci, X] (shape `x_shape`) of the convolution `g` from its output
@@ -380,11 +428,7 @@ fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize])
     if g.s == [1, 1, 1] {
         // A stride-1 convolution of gy with the flipped kernel: rows = input voxels, columns
         // = Ci, reduction = Co·k³; input voxel i reads gy at i + p - d.
-        let out = Tensor::empty(&gpu, x_shape, DType::F32, op)?;
         let (m, n, k) = (g.n * vol(g.x), g.ci, g.co * g.kv());
-        let tile = pick_tile(m, n);
-        let tiles_n = n.div_ceil(tile.1 as usize);
-        let total = m.div_ceil(tile.0 as usize) * tiles_n;
         let p = ConvParams {
             m: u(op, m)?,
             n: u(op, n)?,
@@ -412,20 +456,9 @@ fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize])
             flip: 1,
             wc: u(op, g.ci * g.kv())?,
             wstride: u(op, g.kv())?,
-            tiles_n: u(op, tiles_n)?,
-            tiles_total: u(op, total)?,
             ..Default::default()
         };
-        let groups = grid(&gpu, op, total as u64)?;
-        gpu.dispatch_with(
-            Shader::Conv,
-            "conv_gemm",
-            &tile_consts(tile),
-            &p,
-            &[gy.buffer(), w.buffer(), w.buffer(), out.buffer()],
-            groups,
-        )?;
-        return Ok(out);
+        return gemm_run(op, p, gy, w, None, x_shape);
     }
     if g.k == g.s && g.p == [0, 0, 0] && (0..3).all(|a| g.x[a] == g.o[a] * g.s[a]) {
         // Kernel == stride: every input voxel gets exactly one kernel offset; w [Co, Ci, k]
@@ -470,8 +503,9 @@ fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize])
     Ok(out)
 }
 
-/// Number of chunks and rows per chunk of a weight gradient's reduction over `r` rows.
-fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, bk: usize) -> (usize, usize) {
+/// Number of chunks and rows per chunk of a weight gradient's reduction over `r` rows with
+/// `tiles` output tiles of `outputs` elements in all (shape-determined).
+pub fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, bk: usize) -> (usize, usize) {
     let mut s = WGRAD_TARGET_GROUPS.div_ceil(tiles.max(1));
     s = s.min((r / WGRAD_MIN_CHUNK).max(1));
     s = s.min((WGRAD_MAX_PARTIAL / outputs.max(1)).max(1));
