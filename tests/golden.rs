@@ -36,6 +36,7 @@ include!("golden/ops.rs");
 include!("golden/conv.rs");
 include!("golden/norm.rs");
 include!("golden/eval.rs");
+include!("golden/infer.rs");
 
 /// Every fixture on disk must have a test of its name in this binary; lists those that do
 /// not, and fails when `SSNET_GOLDEN_REQUIRE_ALL=1`.

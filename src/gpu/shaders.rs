@@ -16,6 +16,7 @@ pub enum Shader {
     Resample,
     Dropout,
     Optim,
+    Infer,
 }
 
 macro_rules! registry {
@@ -48,4 +49,5 @@ registry! {
     Resample => "resample.wgsl",
     Dropout => "dropout.wgsl",
     Optim => "optim.wgsl",
+    Infer => "infer.wgsl",
 }
