@@ -23,7 +23,8 @@
 // conv_wgrad: part[chunk, co, k] = sum over the rows m of the chunk of g[m, co] * A[m, k]:
 //   the weight gradient, rows of g (Co) x columns k (Ci*kv), the N*voxels reduction split into
 //   `nchunks` fixed chunks (the caller sums the chunk partials in a fixed order: no atomics).
-//   Same tiling, the row tables (m) decoded two stages ahead, the column table once.
+//   Same tiling, the row tables (m) decoded two stages ahead, the column table once; small
+//   outputs use small tiles with the stage's rows shared out among G groups of invocations.
 // conv_bwd_input_direct: one invocation per input-gradient element, a plain gather over
 //   (co, dx, dy, dz) with the stride's divisibility test: strided convolutions other than
 //   kernel == stride (those go through the transposed-conv GEMM of conv_transpose.wgsl).
@@ -300,12 +301,20 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 // ---------------------------------------------------------------- conv_wgrad
+// G groups of 256 / G invocations (override G, 1 for the big tiles): a stage holds SR = G * BK
+// reduction rows, group gi multiplies rows gi*BK.. of it into its own BM x BN accumulators
+// (BM * BN = 4096 / G), and the groups' sums are added into group 0's in the order 1, 2, ..
+// G-1 through workgroup memory at the end (small weight gradients: Co·Ci·k³ of a few hundred
+// would waste most of a 64x64 tile).
 
-var<workgroup> Gs: array<vec4<f32>, BK * (BM + 4u) / 4u>;  // [BK][BM + 4]: g rows (Co)
-var<workgroup> Xs: array<vec4<f32>, BK * (BN + 4u) / 4u>;  // [BK][BN + 4]: gathered x (k)
-var<workgroup> mTab: array<vec4<i32>, 2u * BK>;             // two stages of decoded rows m
-var<workgroup> mG: array<u32, 2u * BK>;                     // their g offsets (or INVALID)
-var<workgroup> kTabW: array<vec4<i32>, BN>;                 // this tile's columns k
+override G: u32 = 1u;
+
+var<workgroup> Gs: array<vec4<f32>, G * BK * (BM + 4u) / 4u>;  // [SR][BM + 4]: g rows (Co)
+var<workgroup> Xs: array<vec4<f32>, G * BK * (BN + 4u) / 4u>;  // [SR][BN + 4]: gathered x (k)
+var<workgroup> mTab: array<vec4<i32>, 2u * G * BK>;             // two stages of decoded rows m
+var<workgroup> mG: array<u32, 2u * G * BK>;                     // their g offsets (or INVALID)
+var<workgroup> kTabW: array<vec4<i32>, BN>;                     // this tile's columns k
+var<workgroup> red: array<vec4<f32>, (BM * BN / 4u) * min(G - 1u, 1u) + 1u>;  // group sums
 
 fn wgrad_decode(m: u32, end: u32, slot: u32) {
     if (m < end) {
@@ -332,22 +341,27 @@ fn conv_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let c0 = (rest % p.tiles_n) * BN;
     let mbeg = chunk * p.chunk;
     let mend = min(p.m, mbeg + p.chunk);
-    let steps = (mend - mbeg + BK - 1u) / BK;
+    let sr = G * BK;
+    let steps = (mend - mbeg + sr - 1u) / sr;
 
-    // Loads: reduction row rr (fixed; consecutive invocations read consecutive voxels),
+    // Loads: stage row rr (fixed; consecutive invocations read consecutive voxels),
     // g rows / x columns lrow + lstep * i.
-    let rr = t % BK;
-    let lrow = t / BK;
-    let lstep = WG / BK;
-    let lg = (BK * BM + WG - 1u) / WG;
-    let lx = (BK * BN + WG - 1u) / WG;
-    let tm = t % (BM / 4u);
-    let tn = t / (BM / 4u);
+    let rr = t % sr;
+    let lrow = t / sr;
+    let lstep = WG / sr;
+    let lg = (sr * BM + WG - 1u) / WG;
+    let lx = (sr * BN + WG - 1u) / WG;
+    // Compute: group gi, rows tm*4.., columns tn*4.. of the tile.
+    let tpg = WG / G;
+    let gi = t / tpg;
+    let lt = t % tpg;
+    let tm = lt % (BM / 4u);
+    let tn = lt / (BM / 4u);
 
     for (var i = t; i < BN; i = i + WG) {
         kTabW[i] = decode_k(c0 + i, p.n);
     }
-    if (t < BK) {
+    if (t < sr) {
         wgrad_decode(mbeg + t, mend, t);
     }
     workgroupBarrier();
@@ -373,8 +387,8 @@ fn conv_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             rx[i] = v;
         }
     }
-    if (t < BK) {
-        wgrad_decode(mbeg + BK + t, mend, BK + t);
+    if (t < sr) {
+        wgrad_decode(mbeg + sr + t, mend, sr + t);
     }
 
     var acc: array<vec4<f32>, 4>;
@@ -395,7 +409,7 @@ fn conv_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
         workgroupBarrier();
         if (s + 1u < steps) {
-            let slot = ((s + 1u) & 1u) * BK + rr;
+            let slot = ((s + 1u) & 1u) * sr + rr;
             let mt = mTab[slot];
             let gb = mG[slot];
             for (var i = 0u; i < lg; i = i + 1u) {
@@ -415,18 +429,38 @@ fn conv_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                 rx[i] = v;
             }
         }
-        if (t < BK) {
-            wgrad_decode(mbeg + (s + 2u) * BK + t, mend, (s & 1u) * BK + t);
+        if (t < sr) {
+            wgrad_decode(mbeg + (s + 2u) * sr + t, mend, (s & 1u) * sr + t);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            let a = Gs[(kk * (BM + 4u)) / 4u + tm];
-            let b = Xs[(kk * (BN + 4u)) / 4u + tn];
+            let row = gi * BK + kk;
+            let a = Gs[(row * (BM + 4u)) / 4u + tm];
+            let b = Xs[(row * (BN + 4u)) / 4u + tn];
             acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
             acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
             acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
             acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
         }
         workgroupBarrier();
+    }
+
+    // The groups' sums into group 0, in group order (a fixed order: deterministic).
+    for (var r = 1u; r < G; r = r + 1u) {
+        if (gi == r) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                red[lt * 4u + j] = acc[j];
+            }
+        }
+        workgroupBarrier();
+        if (gi == 0u) {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                acc[j] = acc[j] + red[lt * 4u + j];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (gi != 0u) {
+        return;
     }
 
     let row0 = r0 + tm * 4u;

@@ -38,6 +38,7 @@ pub mod train;
 pub mod data;
 pub mod metrics;
 
+pub mod bench;
 pub mod cli;
 
 pub use error::{Error, Result};

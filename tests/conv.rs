@@ -172,6 +172,17 @@ fn conv3d_cases() -> Vec<Case> {
         case(&[1, 6, 4, 4, 3], &[48, 6, 3, 3, 3], 1, 1),
         // Padding 2.
         case(&[1, 4, 3, 4, 5], &[3, 4, 3, 3, 3], 1, 2),
+        // Few rows, many columns: 32×128 and 16×256 forward tiles.
+        case(&[1, 3, 3, 3, 3], &[100, 3, 3, 3, 3], 1, 1),
+        case(&[1, 2, 2, 2, 3], &[200, 2, 3, 3, 3], 1, 1),
+        // Small weight gradients (one input channel, as VNet's and UNet's first layers):
+        // grouped 32×32, 16×32 and 32×16 weight-gradient tiles.
+        case(&[1, 1, 6, 5, 4], &[24, 1, 3, 3, 3], 1, 1),
+        case(&[1, 1, 5, 4, 6], &[10, 1, 3, 3, 3], 1, 1),
+        case(&[1, 2, 6, 4, 4], &[20, 2, 2, 2, 2], 2, 0),
+        // 32×128 and 256×16 weight-gradient tiles.
+        case(&[1, 16, 4, 4, 6], &[30, 16, 2, 2, 2], 2, 0),
+        case(&[1, 2, 4, 4, 2], &[250, 2, 2, 2, 2], 2, 0),
     ]
 }
 
@@ -267,39 +278,51 @@ fn conv_transpose3d_matches_twin() {
 
 #[test]
 fn the_cases_cover_every_tile_shape() {
-    let mut seen = std::collections::HashSet::new();
+    let (mut gemm, mut wgrad) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let (mut split_fwd, mut split_in, mut chunked, mut grouped_chunked) =
+        (false, false, false, false);
     for c in conv3d_cases() {
         let ys = r::conv3d_out_shape(&c.x, &c.w, c.s, c.p);
         let (m, co, k) = (ys[0] * numel(&ys[2..]), c.w[0], numel(&c.w[1..]));
-        seen.insert(ops::pick_tile(m, co)); // forward
-        seen.insert(ops::pick_tile(c.x[0] * numel(&c.x[2..]), c.x[1])); // input gradient
-        seen.insert(ops::pick_tile(co, k)); // weight gradient
+        // Forward.
+        let t = ops::pick_tile(m, co);
+        gemm.insert(t);
+        let tiles = m.div_ceil(t.0 as usize) * co.div_ceil(t.1 as usize);
+        split_fwd |= ops::gemm_splits(tiles, k, t.2 as usize).0 > 1;
+        // Input gradient of a stride-1 conv.
+        if c.s == 1 {
+            let (mi, ci, ki) = (c.x[0] * numel(&c.x[2..]), c.x[1], co * numel(&c.w[2..]));
+            let t = ops::pick_tile(mi, ci);
+            gemm.insert(t);
+            let tiles = mi.div_ceil(t.0 as usize) * ci.div_ceil(t.1 as usize);
+            split_in |= ops::gemm_splits(tiles, ki, t.2 as usize).0 > 1;
+        }
+        // Weight gradient.
+        let t = ops::pick_wgrad_tile(co, k);
+        wgrad.insert(t);
+        let tiles = co.div_ceil(t.0 as usize) * k.div_ceil(t.1 as usize);
+        let chunks = ops::wgrad_chunks(m, tiles, co * k, (t.2 * t.3) as usize).0;
+        chunked |= chunks > 1;
+        grouped_chunked |= chunks > 1 && t.3 > 1;
     }
     for t in ops::TILES {
         assert!(
-            seen.contains(&t),
-            "tile {t:?} not exercised by the conv3d cases"
+            gemm.contains(&t),
+            "GEMM tile {t:?} not exercised by the conv3d cases"
         );
     }
-    // Split-K in the forward and in the input gradient, chunks in the weight gradient.
-    let (mut split_fwd, mut split_in, mut chunked) = (false, false, false);
-    for c in conv3d_cases() {
-        let ys = r::conv3d_out_shape(&c.x, &c.w, c.s, c.p);
-        let (m, co, k) = (ys[0] * numel(&ys[2..]), c.w[0], numel(&c.w[1..]));
-        let t = ops::pick_tile(m, co);
-        let tiles = m.div_ceil(t.0 as usize) * co.div_ceil(t.1 as usize);
-        split_fwd |= ops::gemm_splits(tiles, k, t.2 as usize).0 > 1;
-        let (mi, ci, ki) = (c.x[0] * numel(&c.x[2..]), c.x[1], co * numel(&c.w[2..]));
-        let t = ops::pick_tile(mi, ci);
-        let tiles = mi.div_ceil(t.0 as usize) * ci.div_ceil(t.1 as usize);
-        split_in |= c.s == 1 && ops::gemm_splits(tiles, ki, t.2 as usize).0 > 1;
-        let t = ops::pick_tile(co, k);
-        let tiles = co.div_ceil(t.0 as usize) * k.div_ceil(t.1 as usize);
-        chunked |= ops::wgrad_chunks(m, tiles, co * k, t.2 as usize).0 > 1;
+    for t in ops::WGRAD_TILES {
+        assert!(
+            wgrad.contains(&t),
+            "weight-gradient tile {t:?} not exercised by the conv3d cases"
+        );
     }
     assert!(
-        split_fwd && split_in && chunked,
-        "split-K fwd {split_fwd}, input {split_in}, wgrad chunks {chunked}"
+        split_fwd && split_in && chunked && grouped_chunked,
+        "split-K fwd {split_fwd}, input {split_in}, wgrad chunks {chunked}, grouped {grouped_chunked}"
     );
 }
 
@@ -603,5 +626,25 @@ fn twins_backwards_pass_finite_differences() {
         let f = |v: &[f64]| r::dot(&r::conv_transpose3d(&x, &xs, &w, &ws, Some(v), s), &dy);
         let e = r::gradcheck(&f, &b, &r::conv_transpose3d_bwd_bias(&dy, &ys), h, 40);
         assert!(e < TOL_FD, "conv_transpose3d bwd_bias fd error {e:.2e}");
+    }
+}
+
+#[test]
+fn layer_benchmark_tiny_scale_validates_and_times_every_pass() {
+    // A cheap subset of the layer table (the whole tiny table takes half a minute on a
+    // software adapter): every kind of layer (conv3d, conv_transpose3d, conv2d), every pass.
+    let g = gpu();
+    let only = ["k2s2", "convT", "conv1"];
+    let rows = ssnet::bench::layers::conv_layer_table_only(&g, false, 1, &only).unwrap();
+    assert_eq!(rows.len(), (4 + 4 + 5) * 3);
+    for r in &rows {
+        println!(
+            "{:<6} {:<32} {:<10} {:>9.3} ms {:>8.4} GFLOP",
+            r.net, r.layer, r.pass, r.ms, r.gflop
+        );
+        assert!(r.ms > 0.0 && r.gflop > 0.0 && r.gflops.is_finite(), "{r:?}");
+    }
+    for pass in ["fwd", "bwd_input", "bwd_weight"] {
+        assert_eq!(rows.iter().filter(|r| r.pass == pass).count(), 13, "{pass}");
     }
 }

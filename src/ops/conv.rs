@@ -108,12 +108,38 @@ pub const TILES: [(u32, u32, u32); 5] = [
 /// BM·BN/(BM+BN): 1.5 for 64×64, 1.63 for 128×32, 2.06 for 256×16). A thin tile wins only
 /// where the square one would pad a narrow side (Co = 16 or 32) by much more.
 pub fn pick_tile(rows: usize, cols: usize) -> (u32, u32, u32) {
-    let cost = |&(bm, bn, _): &(u32, u32, u32)| {
-        let (bm, bn) = (bm as usize, bn as usize);
-        let padded = (rows.div_ceil(bm) * bm) as f64 * (cols.div_ceil(bn) * bn) as f64;
-        padded * (1.0 + 16.0 * (bm + bn) as f64 / (bm * bn) as f64)
-    };
+    let cost = |&(bm, bn, _): &(u32, u32, u32)| tile_cost(rows, cols, bm, bn);
     *TILES
+        .iter()
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .expect("non-empty")
+}
+
+fn tile_cost(rows: usize, cols: usize, bm: u32, bn: u32) -> f64 {
+    let (bm, bn) = (bm as usize, bn as usize);
+    let padded = (rows.div_ceil(bm) * bm) as f64 * (cols.div_ceil(bn) * bn) as f64;
+    padded * (1.0 + 16.0 * (bm + bn) as f64 / (bm * bn) as f64)
+}
+
+/// Weight-gradient tiles (rows, columns, reduction step per group, groups): the GEMM tiles,
+/// plus small tiles for small outputs whose invocations form G groups that share a stage's
+/// rows and add their sums at the end (256 / G invocations × 4×4 outputs per group).
+pub const WGRAD_TILES: [(u32, u32, u32, u32); 9] = [
+    (64, 64, 16, 1),
+    (128, 32, 16, 1),
+    (32, 128, 16, 1),
+    (256, 16, 8, 1),
+    (16, 256, 8, 1),
+    (32, 32, 8, 4),
+    (16, 32, 4, 8),
+    (32, 16, 4, 8),
+    (16, 16, 4, 16),
+];
+
+/// The weight-gradient tile of least estimated cost (the same model as [`pick_tile`]).
+pub fn pick_wgrad_tile(rows: usize, cols: usize) -> (u32, u32, u32, u32) {
+    let cost = |&(bm, bn, _, _): &(u32, u32, u32, u32)| tile_cost(rows, cols, bm, bn);
+    *WGRAD_TILES
         .iter()
         .min_by(|a, b| cost(a).total_cmp(&cost(b)))
         .expect("non-empty")
@@ -163,6 +189,15 @@ fn grid(gpu: &Gpu, op: &str, total: u64) -> Result<[u32; 3]> {
 
 fn tile_consts(t: (u32, u32, u32)) -> [(&'static str, f64); 3] {
     [("BM", t.0 as f64), ("BN", t.1 as f64), ("BK", t.2 as f64)]
+}
+
+fn wgrad_consts(t: (u32, u32, u32, u32)) -> [(&'static str, f64); 4] {
+    [
+        ("BM", t.0 as f64),
+        ("BN", t.1 as f64),
+        ("BK", t.2 as f64),
+        ("G", t.3 as f64),
+    ]
 }
 
 /// One convolution's geometry on three spatial axes: x [n, ci, x], w [co, ci, k], y [n, co, o].
@@ -504,12 +539,13 @@ fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize])
 }
 
 /// Number of chunks and rows per chunk of a weight gradient's reduction over `r` rows with
-/// `tiles` output tiles of `outputs` elements in all (shape-determined).
-pub fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, bk: usize) -> (usize, usize) {
+/// `tiles` output tiles of `outputs` elements in all and `stage` rows per stage
+/// (shape-determined).
+pub fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, stage: usize) -> (usize, usize) {
     let mut s = WGRAD_TARGET_GROUPS.div_ceil(tiles.max(1));
     s = s.min((r / WGRAD_MIN_CHUNK).max(1));
     s = s.min((WGRAD_MAX_PARTIAL / outputs.max(1)).max(1));
-    let chunk = r.div_ceil(s).div_ceil(bk) * bk;
+    let chunk = r.div_ceil(s).div_ceil(stage) * stage;
     (r.div_ceil(chunk), chunk)
 }
 
@@ -524,10 +560,11 @@ fn bwd_weight_raw(
 ) -> Result<Tensor> {
     let gpu = gy.gpu().clone();
     let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
-    let tile = pick_tile(rows, cols);
+    let tile = pick_wgrad_tile(rows, cols);
     let tiles_r = rows.div_ceil(tile.0 as usize);
     let tiles_n = cols.div_ceil(tile.1 as usize);
-    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, tile.2 as usize);
+    let stage = (tile.2 * tile.3) as usize;
+    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, stage);
     let total = tiles_r * tiles_n * nchunks;
     let p = ConvParams {
         m: u(op, r)?,
@@ -569,7 +606,7 @@ fn bwd_weight_raw(
         gpu.dispatch_with(
             Shader::Conv,
             "conv_wgrad",
-            &tile_consts(tile),
+            &wgrad_consts(tile),
             &p,
             &[x.buffer(), gy.buffer(), out.buffer()],
             groups,
@@ -580,7 +617,7 @@ fn bwd_weight_raw(
     gpu.dispatch_with(
         Shader::Conv,
         "conv_wgrad",
-        &tile_consts(tile),
+        &wgrad_consts(tile),
         &p,
         &[x.buffer(), gy.buffer(), part.buffer()],
         groups,
