@@ -37,6 +37,7 @@ include!("golden/conv.rs");
 include!("golden/norm.rs");
 include!("golden/eval.rs");
 include!("golden/infer.rs");
+include!("golden/ssnet.rs");
 
 /// Every fixture on disk must have a test of its name in this binary; lists those that do
 /// not, and fails when `SSNET_GOLDEN_REQUIRE_ALL=1`.
