@@ -20,6 +20,7 @@
 //   invocation loads A for one fixed row (its row's coordinates are decoded once); the
 //   reduction indices of a stage are decoded by BK invocations into a small table in
 //   workgroup memory two stages ahead (double-buffered), so no invocation divides per load.
+// conv_gemm_narrow: the same product for at most 4 columns, A gathered straight from memory.
 // conv_wgrad: part[chunk, co, k] = sum over the rows m of the chunk of g[m, co] * A[m, k]:
 //   the weight gradient, rows of g (Co) x columns k (Ci*kv), the N*voxels reduction split into
 //   `nchunks` fixed chunks (the caller sums the chunk partials in a fixed order: no atomics).
@@ -296,6 +297,77 @@ fn conv_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         if (v == p.mv) {
             v = 0u;
             nb = nb + 1u;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conv_gemm_narrow
+// At most 4 columns (the input gradient of a 1-channel input, a 2- or 4-class output layer):
+// every A element is used by one invocation only, so A is not staged: each invocation
+// gathers its own 4 rows (m0 + t + 256 j: consecutive invocations, consecutive voxels)
+// straight from memory; the stage's decoded reduction indices and B rows sit in workgroup
+// memory. 1024 rows per workgroup, no split-K.
+
+const NK: u32 = 32u;
+var<workgroup> nTab: array<vec4<i32>, NK>;
+var<workgroup> nB: array<vec4<f32>, NK>;
+
+@compute @workgroup_size(256)
+fn conv_gemm_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let tile = wid.y * nwg.x + wid.x;
+    if (tile >= p.tiles_total) {
+        return;
+    }
+    let m0 = tile * 4u * WG;
+    var mb: array<vec4<i32>, 4>;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let m = m0 + t + WG * j;
+        if (m < p.m) {
+            let nb = m / p.mv;
+            mb[j] = decode_m(nb, m - nb * p.mv);
+        } else {
+            mb[j] = invalid_m();
+        }
+    }
+    var acc: array<vec4<f32>, 4>;
+    let steps = (p.k + NK - 1u) / NK;
+    for (var s = 0u; s < steps; s = s + 1u) {
+        workgroupBarrier();
+        if (t < NK) {
+            let k = s * NK + t;
+            nTab[t] = decode_k(k, p.k);
+            var b = vec4<f32>(0.0);
+            if (k < p.k) {
+                let wo = weight_off(k);
+                for (var c = 0u; c < 4u; c = c + 1u) {
+                    if (c < p.n) {
+                        b[c] = wt[wo + c * p.wstride];
+                    }
+                }
+            }
+            nB[t] = b;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < NK; kk = kk + 1u) {
+            let e = nTab[kk];
+            let b = nB[kk];
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                acc[j] = fma(vec4<f32>(gather(mb[j], e)), b, acc[j]);
+            }
+        }
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let m = m0 + t + WG * j;
+        if (m < p.m) {
+            let nb = m / p.mv;
+            let v = m - nb * p.mv;
+            for (var c = 0u; c < p.n; c = c + 1u) {
+                var bv = 0.0;
+                if (p.has_bias != 0u) {
+                    bv = bias[c];
+                }
+                dst4[(nb * p.n + c) * p.mv + v] = acc[j][c] + bv;
+            }
         }
     }
 }

@@ -284,16 +284,23 @@ fn the_cases_cover_every_tile_shape() {
     );
     let (mut split_fwd, mut split_in, mut chunked, mut grouped_chunked) =
         (false, false, false, false);
+    let (mut narrow_fwd, mut narrow_in) = (false, false);
     for c in conv3d_cases() {
         let ys = r::conv3d_out_shape(&c.x, &c.w, c.s, c.p);
         let (m, co, k) = (ys[0] * numel(&ys[2..]), c.w[0], numel(&c.w[1..]));
         // Forward.
-        let t = ops::pick_tile(m, co);
-        gemm.insert(t);
-        let tiles = m.div_ceil(t.0 as usize) * co.div_ceil(t.1 as usize);
-        split_fwd |= ops::gemm_splits(tiles, k, t.2 as usize).0 > 1;
+        if co <= ops::NARROW_N {
+            narrow_fwd = true;
+        } else {
+            let t = ops::pick_tile(m, co);
+            gemm.insert(t);
+            let tiles = m.div_ceil(t.0 as usize) * co.div_ceil(t.1 as usize);
+            split_fwd |= ops::gemm_splits(tiles, k, t.2 as usize).0 > 1;
+        }
         // Input gradient of a stride-1 conv.
-        if c.s == 1 {
+        if c.s == 1 && c.x[1] <= ops::NARROW_N {
+            narrow_in = true;
+        } else if c.s == 1 {
             let (mi, ci, ki) = (c.x[0] * numel(&c.x[2..]), c.x[1], co * numel(&c.w[2..]));
             let t = ops::pick_tile(mi, ci);
             gemm.insert(t);
@@ -320,6 +327,10 @@ fn the_cases_cover_every_tile_shape() {
             "weight-gradient tile {t:?} not exercised by the conv3d cases"
         );
     }
+    assert!(
+        narrow_fwd && narrow_in,
+        "narrow kernel: fwd {narrow_fwd}, input {narrow_in}"
+    );
     assert!(
         split_fwd && split_in && chunked && grouped_chunked,
         "split-K fwd {split_fwd}, input {split_in}, wgrad chunks {chunked}, grouped {grouped_chunked}"
@@ -353,6 +364,8 @@ fn grid_folding() {
     check_conv(&case(&[1, 3, 9, 9, 8], &[5, 3, 2, 2, 2], 2, 0), 510);
     check_conv(&case(&[1, 3, 9, 7, 8], &[5, 3, 3, 3, 3], 2, 1), 520);
     check_transpose(&[2, 5, 7, 4, 5], &[5, 9, 2, 2, 2], 2, 530);
+    // The narrow kernel (3 output channels, 2 input channels) over 9 folded workgroups.
+    check_conv(&case(&[2, 2, 20, 20, 11], &[3, 2, 3, 3, 3], 1, 1), 540);
     ops::conv_grid_cap_for_tests(None);
 }
 

@@ -9,7 +9,9 @@
 //! Kernels (all tiled GEMMs of 256 invocations, 4×4 outputs each, tiles picked per shape among
 //! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding):
 //! - forward: implicit GEMM `conv_gemm`, rows = N·output voxels, columns = Co,
-//!   reduction = Ci·k³ gathered from x on the fly (no im2col buffer).
+//!   reduction = Ci·k³ gathered from x on the fly (no im2col buffer); split-K when there
+//!   are few output tiles; `conv_gemm_narrow` for at most 4 columns (Co ≤ 4 outputs, the
+//!   input gradient of a 1-channel input), which gathers A without staging it.
 //! - input gradient, stride 1: the same kernel reading the output gradient with the flipped
 //!   kernel (each input-gradient element is one GEMM output: a gather, no scatter/atomics);
 //!   kernel == stride without padding (VNet's downsampling): the transposed-conv GEMM;
@@ -391,6 +393,11 @@ fn fwd_raw(
     gemm_run(op, p, x, w, b, out_shape)
 }
 
+/// GEMMs with at most this many columns use `conv_gemm_narrow` (no A staging, 4 rows per
+/// invocation, `NARROW_ROWS` rows per workgroup).
+pub const NARROW_N: usize = 4;
+const NARROW_ROWS: usize = 1024;
+
 /// Workgroups below which a `conv_gemm` splits its reduction (two per SM of a 132-SM GPU).
 const GEMM_TARGET_GROUPS: usize = 264;
 /// A reduction split covers at least this many K stages.
@@ -413,6 +420,7 @@ pub fn gemm_splits(tiles: usize, k: usize, bk: usize) -> (usize, usize) {
 /// Runs `conv_gemm` with the geometry `p` (tiles and splits filled in here): a fresh tensor
 /// of `out_shape` (M·N elements). Few output tiles and a long reduction: the reduction is
 /// split, the split partials [S, M·N] (the bias added by split 0) summed in a fixed order.
+/// At most [`NARROW_N`] columns: the narrow kernel.
 fn gemm_run(
     op: &str,
     mut p: ConvParams,
@@ -423,6 +431,24 @@ fn gemm_run(
 ) -> Result<Tensor> {
     let gpu = src.gpu().clone();
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
+    if n <= NARROW_N {
+        let total = m.div_ceil(NARROW_ROWS);
+        p.has_bias = b.is_some() as u32;
+        p.tiles_total = u(op, total)?;
+        p.nchunks = 1;
+        p.chunk = p.k;
+        let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
+        let groups = grid(&gpu, op, total as u64)?;
+        gpu.dispatch(
+            Shader::Conv,
+            "conv_gemm_narrow",
+            &p,
+            &[src.buffer(), w.buffer(), bias, out.buffer()],
+            groups,
+        )?;
+        return Ok(out);
+    }
     let tile = pick_tile(m, n);
     let tiles_n = n.div_ceil(tile.1 as usize);
     let tiles = m.div_ceil(tile.0 as usize) * tiles_n;
@@ -434,7 +460,6 @@ fn gemm_run(
     p.chunk = u(op, chunk)?;
     p.nchunks = u(op, splits)?;
     u(op, splits * m * n)?;
-    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
     let groups = grid(&gpu, op, total as u64)?;
     let out_len = if splits == 1 {
         out_shape.to_vec()
