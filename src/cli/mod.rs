@@ -23,7 +23,7 @@ pub enum Command {
     /// List every GPU adapter wgpu can see, with its limits and features.
     Devices(devices::DevicesArgs),
     /// Train SS-Net (presets `la` and `acdc`, a TOML config, CLI overrides, resume).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Segment volumes (NIfTI or SS-Net HDF5, a file or a folder) with a checkpoint.
     Predict(predict::PredictArgs),
     /// Evaluate segmentations: Dice, Jaccard, 95HD, ASD per case and class.
@@ -36,7 +36,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
-        Command::Train(a) => train::run(a, cli.device.as_deref()),
+        Command::Train(a) => train::run(*a, cli.device.as_deref()),
         Command::Predict(a) => predict::run(a, cli.device.as_deref()),
         Command::Eval(a) => eval::run(a, cli.device.as_deref()),
         Command::Bench(a) => bench::run(a, cli.device.as_deref()),

@@ -95,7 +95,7 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-        max_storage_binding: l.max_storage_buffer_binding_size as u64,
+        max_storage_binding: l.max_storage_buffer_binding_size,
         max_buffer_size: l.max_buffer_size,
         max_workgroup_storage: l.max_compute_workgroup_storage_size,
         max_invocations: l.max_compute_invocations_per_workgroup,
@@ -239,7 +239,7 @@ impl Gpu {
 
     /// Largest buffer a single storage binding can see.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     pub fn pool_stats(&self) -> PoolStats {

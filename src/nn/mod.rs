@@ -302,9 +302,9 @@ impl Model {
         let ps = [0.05f32, 0.1, 0.2, 0.3, 0.5];
         let x0 = block(x, "encoder.in_conv", ps[0], 10)?;
         let mut skips = vec![x0];
-        for i in 1..5 {
-            let pooled = ops::max_pool2d(skips.last().unwrap(), 2)?;
-            skips.push(block(&pooled, &format!("encoder.down{i}.maxpool_conv.1"), ps[i], 10 + i as u64)?);
+        for (i, &p) in ps.iter().enumerate().skip(1) {
+            let pooled = ops::max_pool2d(&skips[i - 1], 2)?;
+            skips.push(block(&pooled, &format!("encoder.down{i}.maxpool_conv.1"), p, 10 + i as u64)?);
         }
         let mut h = skips[4].clone();
         for i in 1..5 {

@@ -245,7 +245,7 @@ impl Trainer {
         drop(grads);
         self.iter += 1;
         if let Some(step) = self.cfg.lr_step {
-            if step > 0 && self.iter % step == 0 {
+            if step > 0 && self.iter.is_multiple_of(step) {
                 self.lr = self.cfg.base_lr * self.cfg.lr_gamma.powi((self.iter / step) as i32);
             }
         }
