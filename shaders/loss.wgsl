@@ -34,27 +34,30 @@ fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
 
-// ---- cross-entropy
+// ---- cross-entropy (both entry points read logits at binding 1 and labels at binding 2)
 @group(0) @binding(1) var<storage, read> ce_x: array<f32>;
 @group(0) @binding(2) var<storage, read> ce_y: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ce_out: array<f32>;
+
+// (max, sum of exp(x - max)) over the channels of voxel `base`.
+fn ce_stats(base: u32) -> vec2<f32> {
+    var m = ce_x[base];
+    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, ce_x[base + c * p.s]); }
+    var z = 0.0;
+    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(ce_x[base + c * p.s] - m); }
+    return vec2<f32>(m, z);
+}
 
 @compute @workgroup_size(256)
 fn ce_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = gid(wid, nwg, lid);
     if (i >= p.n * p.s) { return; }
-    let nn = i / p.s;
-    let base = nn * p.c * p.s + i % p.s;
-    var m = ce_x[base];
-    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, ce_x[base + c * p.s]); }
-    var z = 0.0;
-    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(ce_x[base + c * p.s] - m); }
+    let base = (i / p.s) * p.c * p.s + i % p.s;
+    let st = ce_stats(base);
     let lab = min(ce_y[i], p.c - 1u);
-    ce_out[i] = log(z) + m - ce_x[base + lab * p.s];
+    ce_out[i] = log(st.y) + st.x - ce_x[base + lab * p.s];
 }
 
-@group(0) @binding(1) var<storage, read> cb_x: array<f32>;
-@group(0) @binding(2) var<storage, read> cb_y: array<u32>;
 @group(0) @binding(3) var<storage, read> cb_g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> cb_gx: array<f32>;
 
@@ -62,16 +65,12 @@ fn ce_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn ce_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = gid(wid, nwg, lid);
     if (i >= p.n * p.s) { return; }
-    let nn = i / p.s;
-    let base = nn * p.c * p.s + i % p.s;
-    var m = cb_x[base];
-    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, cb_x[base + c * p.s]); }
-    var z = 0.0;
-    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(cb_x[base + c * p.s] - m); }
-    let lab = cb_y[i];
+    let base = (i / p.s) * p.c * p.s + i % p.s;
+    let st = ce_stats(base);
+    let lab = ce_y[i];
     let gs = cb_g[0] * p.scale;
     for (var c = 0u; c < p.c; c = c + 1u) {
-        let sm = exp(cb_x[base + c * p.s] - m) / z;
+        let sm = exp(ce_x[base + c * p.s] - st.x) / st.y;
         cb_gx[base + c * p.s] = (sm - select(0.0, 1.0, c == lab)) * gs;
     }
 }
