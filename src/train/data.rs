@@ -1,0 +1,295 @@
+//! The training set as the sampler sees it (indices `0..len`, the first `labelled` of them
+//! labelled), batches of augmented samples, and the validation / test cases.
+//!
+//! - LA: items are the cases of `train.list` in order; the first `labelnum` are labelled (the
+//!   reference's `labeled_idxs = range(labelnum)`, the rest of the list unlabelled).
+//! - ACDC: items are the entries of `train_slices.list` in order (`<case>_slice_n` = slice
+//!   `n - 1` of the train volume); the labelled ones are the slices of the first `labelnum`
+//!   patients of that list, which gives the reference's table (3 → 68, 7 → 136, ...).
+//!
+//! Volumes are read on first use and kept (every file is validated when read: a NaN voxel is
+//! a one-line error naming the file). [`TrainSet::from_items`] builds a set from arrays in
+//! memory, bypassing the files (tests).
+
+use super::augment;
+use super::config::{DatasetKind, TrainConfig};
+use crate::data::dataset::{AcdcDataset, Case, LaDataset, Split};
+use crate::error::{Error, Result};
+use rand_pcg::Pcg32;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One unaugmented training item: LA `[X, Y, Z]`, ACDC `[H, W]`.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub image: Vec<f32>,
+    pub label: Vec<u8>,
+    pub shape: Vec<usize>,
+}
+
+enum Source {
+    La(LaDataset),
+    Acdc(AcdcDataset),
+    Memory(Vec<Item>),
+}
+
+/// A batch ready for the GPU: `x` `[B, 1, spatial...]`, `labels` (u32) of the first
+/// `labeled_bs` samples `[L, spatial...]`, and the unaugmented-order indices.
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub x_shape: Vec<usize>,
+    pub labels: Vec<u32>,
+    pub label_shape: Vec<usize>,
+    /// The augmented labels of every sample (snapshots).
+    pub all_labels: Vec<u8>,
+}
+
+pub struct TrainSet {
+    pub kind: DatasetKind,
+    source: Source,
+    /// Number of items.
+    pub len: usize,
+    /// Items `0..labelled` are labelled.
+    pub labelled: usize,
+    /// What the labelled items are, for messages ("4 of 12 scans", "68 slices of 3 patients").
+    pub describe: String,
+    cache: HashMap<String, Arc<Case>>,
+}
+
+/// The patient of an ACDC case name (`patient099_frame01` → `patient099`).
+pub fn patient_of(case: &str) -> &str {
+    case.split('_').next().unwrap_or(case)
+}
+
+/// Number of leading entries of `cases` that belong to the first `patients` distinct patients.
+pub fn labelled_slices(cases: &[&str], patients: usize) -> usize {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let p = patient_of(c);
+        if !seen.contains(&p) {
+            if seen.len() == patients {
+                return i;
+            }
+            seen.push(p);
+        }
+    }
+    cases.len()
+}
+
+impl TrainSet {
+    /// Open the dataset of `cfg` (lists checked; volumes read lazily).
+    pub fn open(cfg: &TrainConfig) -> Result<TrainSet> {
+        match cfg.dataset {
+            DatasetKind::La => {
+                let ds = LaDataset::open(&cfg.data)?;
+                let n = ds.train.len();
+                if cfg.labelnum >= n {
+                    return Err(Error::config(format!(
+                        "labelnum = {} is out of range: {} lists {n} scans and some must stay unlabelled",
+                        cfg.labelnum,
+                        cfg.data.join("train.list").display()
+                    )));
+                }
+                Ok(TrainSet {
+                    kind: cfg.dataset,
+                    len: n,
+                    labelled: cfg.labelnum,
+                    describe: format!("{} of {n} scans", cfg.labelnum),
+                    source: Source::La(ds),
+                    cache: HashMap::new(),
+                })
+            }
+            DatasetKind::Acdc => {
+                let ds = AcdcDataset::open(&cfg.data)?;
+                if ds.train_slices.is_empty() {
+                    return Err(Error::file(
+                        cfg.data.join("splits/train_slices.list"),
+                        "no training slices (missing or empty list)",
+                    ));
+                }
+                let names: Vec<&str> = ds.train_slices.iter().map(|r| r.case.as_str()).collect();
+                let mut patients: Vec<&str> = names.iter().map(|c| patient_of(c)).collect();
+                patients.dedup();
+                patients.sort();
+                patients.dedup();
+                if cfg.labelnum >= patients.len() {
+                    return Err(Error::config(format!(
+                        "labelnum = {} is out of range: train_slices.list has {} patients and some must stay unlabelled",
+                        cfg.labelnum,
+                        patients.len()
+                    )));
+                }
+                let labelled = labelled_slices(&names, cfg.labelnum);
+                let len = names.len();
+                Ok(TrainSet {
+                    kind: cfg.dataset,
+                    len,
+                    labelled,
+                    describe: format!(
+                        "{labelled} of {len} slices ({} of {} patients)",
+                        cfg.labelnum,
+                        patients.len()
+                    ),
+                    source: Source::Acdc(ds),
+                    cache: HashMap::new(),
+                })
+            }
+        }
+    }
+
+    /// A set from arrays in memory (no file, no validation): the first `labelled` items are
+    /// labelled. Items are `[X, Y, Z]` (LA) or `[H, W]` (ACDC).
+    pub fn from_items(kind: DatasetKind, items: Vec<Item>, labelled: usize) -> Result<TrainSet> {
+        for (i, it) in items.iter().enumerate() {
+            if it.shape.len() != kind.dims()
+                || it.shape.iter().product::<usize>() != it.image.len()
+                || it.image.len() != it.label.len()
+            {
+                return Err(Error::msg(format!(
+                    "item {i}: shape {:?} does not fit {} voxels",
+                    it.shape,
+                    it.image.len()
+                )));
+            }
+        }
+        Ok(TrainSet {
+            kind,
+            len: items.len(),
+            labelled,
+            describe: format!("{labelled} of {} items", items.len()),
+            source: Source::Memory(items),
+            cache: HashMap::new(),
+        })
+    }
+
+    fn case(&mut self, id: &str) -> Result<Arc<Case>> {
+        if let Some(c) = self.cache.get(id) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(match &self.source {
+            Source::La(ds) => ds.load(id)?,
+            Source::Acdc(ds) => ds.load(id)?,
+            Source::Memory(_) => return Err(Error::msg("in-memory set has no cases")),
+        });
+        self.cache.insert(id.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Item `i`, unaugmented.
+    pub fn item(&mut self, i: usize) -> Result<Item> {
+        match &self.source {
+            Source::Memory(items) => items
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Error::msg(format!("item {i} out of range"))),
+            Source::La(ds) => {
+                let id = ds.train[i].clone();
+                let c = self.case(&id)?;
+                Ok(Item {
+                    image: c.image.clone(),
+                    label: c.label.clone(),
+                    shape: c.shape.to_vec(),
+                })
+            }
+            Source::Acdc(ds) => {
+                let r = ds.train_slices[i].clone();
+                let c = self.case(&r.case)?;
+                let s = c.slice(r.index)?;
+                Ok(Item {
+                    image: s.image,
+                    label: s.label,
+                    shape: s.shape.to_vec(),
+                })
+            }
+        }
+    }
+
+    /// Augment the items `idx` (in order, drawing from `rng`) into a batch of `patch`.
+    pub fn batch(
+        &mut self,
+        idx: &[usize],
+        labeled_bs: usize,
+        patch: &[usize],
+        rng: &mut Pcg32,
+    ) -> Result<Batch> {
+        let per: usize = patch.iter().product();
+        let mut x = Vec::with_capacity(idx.len() * per);
+        let mut all_labels = Vec::with_capacity(idx.len() * per);
+        for &i in idx {
+            let it = self.item(i)?;
+            let (img, lab) = match self.kind {
+                DatasetKind::La => augment::la_sample(
+                    &it.image,
+                    &it.label,
+                    [it.shape[0], it.shape[1], it.shape[2]],
+                    [patch[0], patch[1], patch[2]],
+                    rng,
+                ),
+                DatasetKind::Acdc => augment::acdc_sample(
+                    &it.image,
+                    &it.label,
+                    [it.shape[0], it.shape[1]],
+                    [patch[0], patch[1]],
+                    rng,
+                )?,
+            };
+            x.extend_from_slice(&img);
+            all_labels.extend_from_slice(&lab);
+        }
+        let mut x_shape = vec![idx.len(), 1];
+        x_shape.extend_from_slice(patch);
+        let mut label_shape = vec![labeled_bs];
+        label_shape.extend_from_slice(patch);
+        let labels = all_labels[..labeled_bs * per]
+            .iter()
+            .map(|&l| l as u32)
+            .collect();
+        Ok(Batch {
+            x,
+            x_shape,
+            labels,
+            label_shape,
+            all_labels,
+        })
+    }
+}
+
+/// The cases validation runs on: LA `test.list` (as the reference), ACDC `val.list`.
+pub fn validation_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
+    match cfg.dataset {
+        DatasetKind::La => {
+            let ds = LaDataset::open(&cfg.data)?;
+            ds.test.iter().map(|id| ds.load(id)).collect()
+        }
+        DatasetKind::Acdc => {
+            let ds = AcdcDataset::open(&cfg.data)?;
+            ds.cases(Split::Val).iter().map(|id| ds.load(id)).collect()
+        }
+    }
+}
+
+/// The cases of the final evaluation: the test list of either layout.
+pub fn test_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
+    match cfg.dataset {
+        DatasetKind::La => validation_cases(cfg),
+        DatasetKind::Acdc => {
+            let ds = AcdcDataset::open(&cfg.data)?;
+            ds.cases(Split::Test).iter().map(|id| ds.load(id)).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_slices_count_patients() {
+        let c = [
+            "p1_f1", "p1_f2", "p1_f1", "p2_f1", "p3_f2", "p3_f1", "p2_f2",
+        ];
+        assert_eq!(labelled_slices(&c, 1), 3);
+        assert_eq!(labelled_slices(&c, 2), 4);
+        assert_eq!(labelled_slices(&c, 3), 7);
+    }
+}

@@ -1,0 +1,21 @@
+//! The training loop: presets, config, sampler, augmentation, logging, checkpoints, resume.
+//!
+//! - [`config`]: [`TrainConfig`] (every setting, TOML keys), the presets `la`, `acdc`
+//!   (the reference scripts' defaults) and `sample` (the bundled demo), overrides, checks;
+//! - [`sampler`]: the reference's two-stream batch sampler, seeded, with its state;
+//! - [`augment`]: LA rot/flip + random crop (padding quirk included), ACDC rot/flip or
+//!   rotation + nearest zoom;
+//! - [`data`]: the training items (LA scans, ACDC slices), batches, validation / test cases;
+//! - [`run`]: [`Run`], the loop with JSONL logs, validation, checkpoints and exact resume;
+//! - [`snapshot`] (PNG panels). Validation and the final predictions use [`crate::infer`].
+
+pub mod augment;
+pub mod config;
+pub mod data;
+pub mod run;
+pub mod sampler;
+pub mod snapshot;
+
+pub use config::{DatasetKind, Preset, TrainConfig};
+pub use run::{Run, Summary};
+pub use sampler::TwoStreamSampler;

@@ -1,0 +1,683 @@
+//! The training loop: batches from the two-stream sampler, the SS-Net step, a JSONL log,
+//! validation, `best` / `last` checkpoints and exact resume.
+//!
+//! # Randomness
+//! Four seeded streams, all derived from `seed`: the weights ([`Model::init`]), the sampler,
+//! the augmentations and the per-step seed handed to [`Trainer::step`] (dropout masks and
+//! VAT noise). The last three are saved in every `last.safetensors`, so a resumed run draws
+//! exactly what the uninterrupted run would have drawn. Validation draws nothing and runs in
+//! eval mode (BatchNorm statistics untouched), so it does not perturb training either.
+//!
+//! # Checkpoints
+//! `last.safetensors` (every `checkpoint_every` iterations and at the end): weights, BatchNorm
+//! buffers, `momentum.<param>` (SGD momentum), `memory.<class>` (the prototype memory: a
+//! class with no row in a batch keeps its entry across iterations), and the metadata
+//! `ssnet.train.config` (the configuration, TOML) and `ssnet.train.state` (JSON: iteration,
+//! learning rate, best Dice, sampler and RNG states). `best.safetensors`: the weights with
+//! the best validation Dice so far (strictly better, from 0, as the reference). Both written
+//! atomically (temporary file + rename).
+//!
+//! # Logs
+//! `train.jsonl`: one line per iteration, every field of [`StepLosses`] plus `time_s`
+//! (seconds of training so far, across resumes) and `step_s`. `val.jsonl`: one line per
+//! validation. A resumed run first drops the lines past the checkpoint's iteration.
+
+use super::config::{DatasetKind, TrainConfig};
+use super::data::{validation_cases, TrainSet};
+use super::sampler::{SamplerState, TwoStreamSampler};
+use super::snapshot;
+use crate::data::dataset::Case;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::infer::InferConfig;
+use crate::metrics;
+use crate::nn::{checkpoint, spec, Model, FEAT_DIM};
+use crate::ssnet::{StepInputs, StepLosses, Trainer};
+use crate::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg32;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Metadata keys of `last.safetensors` / `best.safetensors`.
+pub const META_STATE: &str = "ssnet.train.state";
+pub const META_CONFIG: &str = "ssnet.train.config";
+pub const META_BEST: &str = "ssnet.train.best";
+pub const LAST: &str = "last.safetensors";
+pub const BEST: &str = "best.safetensors";
+pub const TRAIN_LOG: &str = "train.jsonl";
+pub const VAL_LOG: &str = "val.jsonl";
+/// Tensor name prefixes of the optimiser state in `last.safetensors`.
+pub const MOMENTUM_PREFIX: &str = "momentum.";
+pub const MEMORY_PREFIX: &str = "memory.";
+
+/// SplitMix64 of `seed` and a stream number: independent seeds for the RNG streams.
+pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What `last.safetensors` carries besides tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub iter: u64,
+    pub lr: f32,
+    pub best_dice: Option<f64>,
+    pub best_iter: u64,
+    pub last_dice: Option<f64>,
+    /// Seconds of training so far.
+    pub elapsed_s: f64,
+    pub sampler: SamplerState,
+    pub aug_rng: Pcg32,
+    pub step_rng: Pcg32,
+}
+
+/// One validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Validation {
+    pub iter: u64,
+    /// Mean over cases and foreground classes.
+    pub dice: f64,
+    /// Per foreground class, mean over cases.
+    pub class_dice: Vec<f64>,
+    pub best_dice: f64,
+    pub best_iter: u64,
+    pub time_s: f64,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub iterations: u64,
+    pub iterations_this_run: u64,
+    pub best: Option<(f64, u64)>,
+    pub last_dice: Option<f64>,
+    pub elapsed_s: f64,
+    pub last_losses: Option<StepLosses>,
+    pub checkpoint_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+pub struct Run {
+    pub cfg: TrainConfig,
+    pub trainer: Trainer,
+    train: TrainSet,
+    val: Option<Vec<Case>>,
+    sampler: TwoStreamSampler,
+    aug_rng: Pcg32,
+    step_rng: Pcg32,
+    best: Option<(f64, u64)>,
+    last_dice: Option<f64>,
+    elapsed_before: f64,
+    /// Print validation lines and the progress bar (off in library use by default: on).
+    pub verbose: bool,
+}
+
+fn sampler_for(cfg: &TrainConfig, train: &TrainSet) -> Result<TwoStreamSampler> {
+    TwoStreamSampler::new(
+        (0..train.labelled).collect(),
+        (train.labelled..train.len).collect(),
+        cfg.labeled_bs,
+        cfg.batch_size - cfg.labeled_bs,
+        stream_seed(cfg.seed, 1),
+    )
+    .map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("{m}; labelled: {}", train.describe)),
+        e => e,
+    })
+}
+
+fn create_dir(d: &Path) -> Result<()> {
+    std::fs::create_dir_all(d).map_err(|e| Error::file(d, format!("cannot create folder: {e}")))
+}
+
+/// Keep the JSONL lines whose `iter` is at most `iter` (resume); a missing file is fine.
+fn truncate_log(path: &Path, iter: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("iter").and_then(|i| i.as_u64()))
+                .is_some_and(|i| i <= iter)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| Error::file(path, format!("cannot rewrite log: {e}")))
+}
+
+fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::file(path, format!("cannot open log: {e}")))?;
+    writeln!(f, "{v}").map_err(|e| Error::file(path, format!("cannot write log: {e}")))
+}
+
+/// `DIR/last.safetensors` for a folder, the path itself for a file.
+pub fn last_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(LAST)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+impl Run {
+    /// A fresh run: opens the dataset of `cfg`, initialises the model from `cfg.seed`.
+    pub fn new(gpu: &Arc<Gpu>, cfg: TrainConfig) -> Result<Run> {
+        cfg.validate()?;
+        let train = TrainSet::open(&cfg)?;
+        Self::with_data(gpu, cfg, train, None)
+    }
+
+    /// A fresh run on a given training set and, optionally, validation cases (else those of
+    /// `cfg`, read at the first validation; an empty list disables validation).
+    pub fn with_data(
+        gpu: &Arc<Gpu>,
+        cfg: TrainConfig,
+        train: TrainSet,
+        val: Option<Vec<Case>>,
+    ) -> Result<Run> {
+        cfg.validate()?;
+        if train.kind != cfg.dataset {
+            return Err(Error::config(format!(
+                "dataset = {} but the training set is {}",
+                cfg.dataset.name(),
+                train.kind.name()
+            )));
+        }
+        let sampler = sampler_for(&cfg, &train)?;
+        let model = Model::init(gpu, cfg.dataset.model_config(), cfg.seed)?;
+        let trainer = Trainer::new(model, cfg.trainer_config());
+        for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
+            create_dir(&d)?;
+        }
+        let cfg_path = cfg.out.join("config.toml");
+        std::fs::write(&cfg_path, cfg.to_toml()?)
+            .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
+        for log in [TRAIN_LOG, VAL_LOG] {
+            let p = cfg.log_dir().join(log);
+            std::fs::write(&p, "")
+                .map_err(|e| Error::file(&p, format!("cannot create log: {e}")))?;
+        }
+        Ok(Run {
+            aug_rng: Pcg32::seed_from_u64(stream_seed(cfg.seed, 2)),
+            step_rng: Pcg32::seed_from_u64(stream_seed(cfg.seed, 3)),
+            cfg,
+            trainer,
+            train,
+            val,
+            sampler,
+            best: None,
+            last_dice: None,
+            elapsed_before: 0.0,
+            verbose: true,
+        })
+    }
+
+    /// Continue the run of `path` (its folder or its `last.safetensors`) with `overrides`
+    /// applied to its configuration (e.g. `max_iterations` to train longer).
+    pub fn resume(gpu: &Arc<Gpu>, path: &Path, overrides: &toml::Table) -> Result<Run> {
+        let (cfg, contents, state) = Self::read_resume(path, overrides)?;
+        let train = TrainSet::open(&cfg)?;
+        Self::restore(
+            gpu,
+            cfg,
+            contents,
+            state,
+            train,
+            None,
+            &last_checkpoint(path),
+        )
+    }
+
+    /// [`Run::resume`] on a given training set and validation cases (see [`Run::with_data`]).
+    pub fn resume_with_data(
+        gpu: &Arc<Gpu>,
+        path: &Path,
+        overrides: &toml::Table,
+        train: TrainSet,
+        val: Option<Vec<Case>>,
+    ) -> Result<Run> {
+        let (cfg, contents, state) = Self::read_resume(path, overrides)?;
+        Self::restore(
+            gpu,
+            cfg,
+            contents,
+            state,
+            train,
+            val,
+            &last_checkpoint(path),
+        )
+    }
+
+    fn read_resume(
+        path: &Path,
+        overrides: &toml::Table,
+    ) -> Result<(TrainConfig, checkpoint::Contents, RunState)> {
+        let file = last_checkpoint(path);
+        let contents = checkpoint::read(&file)?;
+        let text = contents.metadata.get(META_CONFIG).ok_or_else(|| {
+            Error::file(
+                &file,
+                format!("not a training checkpoint: no '{META_CONFIG}' metadata"),
+            )
+        })?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| Error::file(&file, format!("bad {META_CONFIG} metadata: {e}")))?;
+        let saved = TrainConfig::from_table(table, Some(&file.display().to_string()))?;
+        let cfg = saved.with_overrides(overrides)?;
+        let fixed: [(&str, bool); 4] = [
+            ("dataset", cfg.dataset == saved.dataset),
+            ("labelnum", cfg.labelnum == saved.labelnum),
+            ("batch_size", cfg.batch_size == saved.batch_size),
+            ("labeled_bs", cfg.labeled_bs == saved.labeled_bs),
+        ];
+        if let Some((k, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(Error::config(format!(
+                "{k} cannot change when resuming (the sampler state depends on it)"
+            )));
+        }
+        let st = contents.metadata.get(META_STATE).ok_or_else(|| {
+            Error::file(
+                &file,
+                format!("not a training checkpoint: no '{META_STATE}' metadata"),
+            )
+        })?;
+        let state: RunState = serde_json::from_str(st)
+            .map_err(|e| Error::file(&file, format!("bad {META_STATE} metadata: {e}")))?;
+        Ok((cfg, contents, state))
+    }
+
+    fn restore(
+        gpu: &Arc<Gpu>,
+        cfg: TrainConfig,
+        contents: checkpoint::Contents,
+        state: RunState,
+        train: TrainSet,
+        val: Option<Vec<Case>>,
+        file: &Path,
+    ) -> Result<Run> {
+        if train.kind != cfg.dataset {
+            return Err(Error::config(format!(
+                "dataset = {} but the training set is {}",
+                cfg.dataset.name(),
+                train.kind.name()
+            )));
+        }
+        let s = &state.sampler;
+        if s.labelled != (0..train.labelled).collect::<Vec<_>>()
+            || s.unlabelled != (train.labelled..train.len).collect::<Vec<_>>()
+        {
+            return Err(Error::file(
+                file,
+                format!(
+                    "the dataset changed since the checkpoint: it has {} labelled of {} items now",
+                    train.labelled, train.len
+                ),
+            ));
+        }
+        let sampler = TwoStreamSampler::from_state(state.sampler.clone())
+            .map_err(|e| Error::file(file, e))?;
+        let mcfg = cfg.dataset.model_config();
+        let mut values = BTreeMap::new();
+        let mut momentum = BTreeMap::new();
+        let mut memory = BTreeMap::new();
+        for (k, (v, shape)) in contents.tensors {
+            if let Some(p) = k.strip_prefix(MOMENTUM_PREFIX) {
+                momentum.insert(p.to_string(), v);
+            } else if let Some(c) = k.strip_prefix(MEMORY_PREFIX) {
+                let c: usize = c
+                    .parse()
+                    .map_err(|_| Error::file(file, format!("bad memory tensor name '{k}'")))?;
+                memory.insert(c, (v, shape));
+            } else {
+                values.insert(k, v);
+            }
+        }
+        let model = Model::from_values(gpu, mcfg, spec::specs(mcfg)?, values)
+            .map_err(|e| Error::file(file, e))?;
+        let mut trainer = Trainer::new(model, cfg.trainer_config());
+        trainer
+            .restore(state.iter, state.lr, momentum)
+            .map_err(|e| Error::file(file, e))?;
+        for (c, (v, shape)) in memory {
+            if c >= trainer.memory.entries.len() || shape.len() != 2 || shape[1] != FEAT_DIM {
+                return Err(Error::file(
+                    file,
+                    format!(
+                        "memory tensor of class {c} with shape {shape:?} does not fit the model"
+                    ),
+                ));
+            }
+            trainer.memory.entries[c] = Some(Tensor::from_f32(gpu, &v, &shape)?);
+        }
+        for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
+            create_dir(&d)?;
+        }
+        for log in [TRAIN_LOG, VAL_LOG] {
+            truncate_log(&cfg.log_dir().join(log), state.iter)?;
+        }
+        let cfg_path = cfg.out.join("config.toml");
+        std::fs::write(&cfg_path, cfg.to_toml()?)
+            .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
+        Ok(Run {
+            cfg,
+            trainer,
+            train,
+            val,
+            sampler,
+            aug_rng: state.aug_rng,
+            step_rng: state.step_rng,
+            best: state.best_dice.map(|d| (d, state.best_iter)),
+            last_dice: state.last_dice,
+            elapsed_before: state.elapsed_s,
+            verbose: true,
+        })
+    }
+
+    /// Completed iterations.
+    pub fn iter(&self) -> u64 {
+        self.trainer.iter
+    }
+
+    fn state(&self, elapsed_s: f64) -> RunState {
+        RunState {
+            iter: self.trainer.iter,
+            lr: self.trainer.lr,
+            best_dice: self.best.map(|b| b.0),
+            best_iter: self.best.map_or(0, |b| b.1),
+            last_dice: self.last_dice,
+            elapsed_s,
+            sampler: self.sampler.state().clone(),
+            aug_rng: self.aug_rng.clone(),
+            step_rng: self.step_rng.clone(),
+        }
+    }
+
+    /// Write `last.safetensors` (atomically).
+    pub fn save_last(&self, elapsed_s: f64) -> Result<PathBuf> {
+        let mut extra = BTreeMap::new();
+        for (k, t) in self.trainer.momentum_buffers() {
+            extra.insert(
+                format!("{MOMENTUM_PREFIX}{k}"),
+                (t.to_f32()?, t.shape().to_vec()),
+            );
+        }
+        for (c, e) in self.trainer.memory.entries.iter().enumerate() {
+            if let Some(t) = e {
+                extra.insert(
+                    format!("{MEMORY_PREFIX}{c}"),
+                    (t.to_f32()?, t.shape().to_vec()),
+                );
+            }
+        }
+        let mut meta = HashMap::new();
+        meta.insert(
+            META_STATE.to_string(),
+            serde_json::to_string(&self.state(elapsed_s))
+                .map_err(|e| Error::msg(format!("cannot serialise the run state: {e}")))?,
+        );
+        meta.insert(META_CONFIG.to_string(), self.cfg.to_toml()?);
+        let path = self.cfg.checkpoint_dir().join(LAST);
+        self.trainer.model.save(&path, &extra, &meta)?;
+        Ok(path)
+    }
+
+    fn save_best(&self, dice: f64) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert(
+            META_BEST.to_string(),
+            serde_json::json!({ "iter": self.trainer.iter, "dice": dice }).to_string(),
+        );
+        meta.insert(META_CONFIG.to_string(), self.cfg.to_toml()?);
+        self.trainer.model.save(
+            &self.cfg.checkpoint_dir().join(BEST),
+            &BTreeMap::new(),
+            &meta,
+        )
+    }
+
+    /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list;
+    /// mean Dice over cases and foreground classes (a class absent from a prediction scores
+    /// 0). Writes a snapshot PNG of the first case when enabled. `None` without cases.
+    pub fn validate(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
+        if self.val.is_none() {
+            self.val = Some(validation_cases(&self.cfg)?);
+        }
+        let cases = self.val.as_ref().map_or(&[][..], |v| &v[..]);
+        if cases.is_empty() {
+            return Ok(None);
+        }
+        let nc = self.cfg.dataset.num_classes();
+        let mut sums = vec![0f64; nc - 1];
+        for (i, case) in cases.iter().enumerate() {
+            let pred = predict_case(&self.trainer.model, &self.cfg, case)?;
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let p = metrics::class_mask(&pred, c as u8 + 1);
+                let g = metrics::class_mask(&case.label, c as u8 + 1);
+                *sum += if p.iter().any(|&v| v) {
+                    metrics::dice(&p, &g)?
+                } else {
+                    0.0
+                };
+            }
+            if i == 0 && self.cfg.snapshots {
+                let path = self
+                    .cfg
+                    .log_dir()
+                    .join("snapshots")
+                    .join(format!("iter_{:06}.png", self.trainer.iter));
+                write_case_png(&path, case, &pred, self.cfg.dataset)?;
+            }
+        }
+        let class_dice: Vec<f64> = sums.iter().map(|s| s / cases.len() as f64).collect();
+        let dice = class_dice.iter().sum::<f64>() / class_dice.len() as f64;
+        Ok(Some((dice, class_dice)))
+    }
+
+    /// Train until `max_iterations`, validating and checkpointing on the way. A failing step
+    /// (e.g. a non-finite loss) ends the run with its error; the last checkpoint written
+    /// stays as it was.
+    pub fn train(&mut self) -> Result<Summary> {
+        let max = self.cfg.max_iterations;
+        let start_iter = self.trainer.iter;
+        let pb = if self.verbose {
+            ProgressBar::new(max)
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) =
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+        {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_position(start_iter);
+        pb.reset_eta();
+        let r = self.train_loop(&pb);
+        match &r {
+            Ok(_) => pb.finish(),
+            Err(_) => pb.abandon(),
+        }
+        r
+    }
+
+    fn say(&self, pb: &ProgressBar, line: &str) {
+        if self.verbose {
+            pb.suspend(|| println!("{line}"));
+        }
+    }
+
+    fn train_loop(&mut self, pb: &ProgressBar) -> Result<Summary> {
+        let max = self.cfg.max_iterations;
+        let start_iter = self.trainer.iter;
+        let t_start = Instant::now();
+        let elapsed = |t: &Instant, before: f64| before + t.elapsed().as_secs_f64();
+        let gpu = self.trainer.model.gpu.clone();
+        let patch = self.cfg.patch.clone();
+        let l = self.cfg.labeled_bs;
+        let train_log = self.cfg.log_dir().join(TRAIN_LOG);
+        let val_log = self.cfg.log_dir().join(VAL_LOG);
+        let ckpt_every = self.cfg.checkpoint_interval();
+        self.say(
+            pb,
+            &format!(
+                "training {} ({}) on {} ({} labelled), batch {}+{}, patch {:?}, iterations {}..{}, on {}",
+                self.cfg.dataset.arch().name(),
+                self.cfg.dataset.name(),
+                self.cfg.data.display(),
+                self.train.describe,
+                l,
+                self.cfg.batch_size - l,
+                patch,
+                start_iter,
+                max,
+                gpu.info.name
+            ),
+        );
+        let mut last = None;
+        while self.trainer.iter < max {
+            let idx = self.sampler.next_batch();
+            let batch = self.train.batch(&idx, l, &patch, &mut self.aug_rng)?;
+            let seed: u64 = self.step_rng.random();
+            let x = Tensor::from_f32(&gpu, &batch.x, &batch.x_shape)?;
+            let labels = Tensor::from_u32(&gpu, &batch.labels, &batch.label_shape)?;
+            let t0 = Instant::now();
+            let losses = self.trainer.step(&StepInputs {
+                x: &x,
+                labels: &labels,
+                rand_u: None,
+                seed,
+            })?;
+            let step_s = t0.elapsed().as_secs_f64();
+            let it = losses.iter;
+            let mut line = serde_json::to_value(losses)
+                .map_err(|e| Error::msg(format!("cannot log the losses: {e}")))?;
+            if let Some(o) = line.as_object_mut() {
+                o.insert("epoch".into(), self.sampler.epoch().into());
+                o.insert(
+                    "time_s".into(),
+                    elapsed(&t_start, self.elapsed_before).into(),
+                );
+                o.insert("step_s".into(), step_s.into());
+            }
+            append_line(&train_log, &line)?;
+            pb.set_position(it);
+            pb.set_message(format!(
+                "loss {:.4} dice {:.4} lds {:.4} cl {:.3}/{:.3} w {:.4}",
+                losses.loss,
+                losses.loss_dice,
+                losses.loss_lds,
+                losses.loss_cl_l,
+                losses.loss_cl_u,
+                losses.consistency_weight
+            ));
+            last = Some(losses);
+            if self.cfg.validates_at(it) {
+                if let Some((dice, class_dice)) = self.validate()? {
+                    self.last_dice = Some(dice);
+                    let improved = dice > self.best.map_or(0.0, |b| b.0);
+                    if improved {
+                        self.best = Some((dice, it));
+                        self.save_best(dice)?;
+                    }
+                    let (best_dice, best_iter) = self.best.unwrap_or((0.0, 0));
+                    let v = Validation {
+                        iter: it,
+                        dice,
+                        class_dice: class_dice.clone(),
+                        best_dice,
+                        best_iter,
+                        time_s: elapsed(&t_start, self.elapsed_before),
+                    };
+                    append_line(
+                        &val_log,
+                        &serde_json::to_value(&v).map_err(|e| Error::msg(e.to_string()))?,
+                    )?;
+                    let per: Vec<String> = class_dice.iter().map(|d| format!("{d:.4}")).collect();
+                    self.say(
+                        pb,
+                        &format!(
+                            "iteration {it}: validation Dice {dice:.4} (per class {}){}",
+                            per.join(" "),
+                            if improved {
+                                format!(
+                                    ", new best -> {}",
+                                    self.cfg.checkpoint_dir().join(BEST).display()
+                                )
+                            } else {
+                                format!(", best {best_dice:.4} at {best_iter}")
+                            }
+                        ),
+                    );
+                }
+            }
+            if it.is_multiple_of(ckpt_every) || it == max {
+                self.save_last(elapsed(&t_start, self.elapsed_before))?;
+            }
+        }
+        Ok(Summary {
+            iterations: self.trainer.iter,
+            iterations_this_run: self.trainer.iter - start_iter,
+            best: self.best,
+            last_dice: self.last_dice,
+            elapsed_s: elapsed(&t_start, self.elapsed_before),
+            last_losses: last,
+            checkpoint_dir: self.cfg.checkpoint_dir(),
+            log_dir: self.cfg.log_dir(),
+        })
+    }
+}
+
+/// The inference settings of a configuration: ACDC slice-wise at `patch`; LA sliding window
+/// at `val_patch` with the validation strides, uniform average (SS-Net's).
+pub fn infer_config(cfg: &TrainConfig) -> InferConfig {
+    let mut ic = InferConfig::default();
+    match cfg.dataset {
+        DatasetKind::Acdc => ic.slices.size = [cfg.patch[0], cfg.patch[1]],
+        DatasetKind::La => {
+            let p = cfg.val_patch();
+            ic.window.patch = [p[0], p[1], p[2]];
+            ic.window.stride_xy = cfg.val_stride_xy;
+            ic.window.stride_z = cfg.val_stride_z;
+        }
+    }
+    ic
+}
+
+/// Predict a whole case ([`crate::infer::predict_volume`] with [`infer_config`]); no
+/// connected-component step.
+pub fn predict_case(model: &Model, cfg: &TrainConfig, case: &Case) -> Result<Vec<u8>> {
+    Ok(
+        crate::infer::predict_volume(model, &case.image, case.shape, &infer_config(cfg), false)?
+            .labels,
+    )
+}
+
+/// PNG of the middle slice of a case (ACDC: middle of `[S, H, W]`; LA: middle z of
+/// `[X, Y, Z]`): image | label | prediction.
+pub fn write_case_png(path: &Path, case: &Case, pred: &[u8], kind: DatasetKind) -> Result<()> {
+    let (axis, k) = match kind {
+        DatasetKind::Acdc => (0, case.shape[0] / 2),
+        DatasetKind::La => (2, case.shape[2] / 2),
+    };
+    let (img, s) = snapshot::slice_of(&case.image, case.shape, axis, k);
+    let (lab, _) = snapshot::slice_of(&case.label, case.shape, axis, k);
+    let (prd, _) = snapshot::slice_of(pred, case.shape, axis, k);
+    snapshot::write_panels(path, &img, &lab, &prd, s)
+}

@@ -1,0 +1,839 @@
+//! `ssnet train`: configuration, sampler, augmentations, exact resume, failure modes, and the
+//! CLI on the shared LA / ACDC data and the bundled sample. Sizes are tiny (lavapipe).
+
+mod common;
+use common::*;
+
+use rand::SeedableRng;
+use rand_pcg::Pcg32;
+use ssnet::data::nifti;
+use ssnet::nn::checkpoint;
+use ssnet::ssnet::TrainerConfig;
+use ssnet::train::augment::{
+    acdc_sample, crop_padding, crop_start, flip, random_crop, random_rot_flip, rot90,
+    rotate_nearest,
+};
+use ssnet::train::config::{DatasetKind, Preset, TrainConfig};
+use ssnet::train::data::{Item, TrainSet};
+use ssnet::train::run::{Run, LAST};
+use ssnet::train::sampler::TwoStreamSampler;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SHARED: &str = "/work/shared/data";
+
+fn resolve(preset: Option<Preset>, file: &str) -> ssnet::Result<TrainConfig> {
+    TrainConfig::resolve(
+        preset,
+        Some((file, Path::new("test.toml"))),
+        &toml::Table::new(),
+    )
+}
+
+fn one_line_err<T: std::fmt::Debug>(r: ssnet::Result<T>) -> String {
+    let e = r.unwrap_err().to_string();
+    assert!(!e.contains('\n'), "not one line: {e}");
+    e
+}
+
+// ---- configuration --------------------------------------------------------------------
+
+#[test]
+fn presets_are_the_reference_defaults() {
+    let la = TrainConfig::preset(Preset::La);
+    assert_eq!(la.dataset, DatasetKind::La);
+    assert_eq!((la.labelnum, la.batch_size, la.labeled_bs), (4, 4, 2));
+    assert_eq!(la.patch, vec![112, 112, 80]);
+    assert_eq!(la.max_iterations, 15000);
+    assert_eq!((la.base_lr, la.lr_step, la.lr_gamma), (0.01, 2500, 0.1));
+    assert_eq!(
+        (la.consistency, la.consistency_rampup, la.vat_eps, la.vat_xi),
+        (1.0, 40.0, 10.0, 10.0)
+    );
+    assert_eq!(
+        (
+            la.val_interval,
+            la.val_start,
+            la.val_stride_xy,
+            la.val_stride_z
+        ),
+        (200, 2000, 18, 4)
+    );
+    assert_eq!(la.val_patch(), vec![112, 112, 80]);
+    assert_eq!((la.seed, la.memory_per_class, la.dropout), (1337, 32, true));
+    assert_eq!(la.checkpoint_interval(), 200);
+    let acdc = TrainConfig::preset(Preset::Acdc);
+    assert_eq!(acdc.dataset, DatasetKind::Acdc);
+    assert_eq!(
+        (acdc.labelnum, acdc.batch_size, acdc.labeled_bs),
+        (3, 24, 12)
+    );
+    assert_eq!(acdc.patch, vec![256, 256]);
+    assert_eq!(
+        (acdc.max_iterations, acdc.base_lr, acdc.lr_step),
+        (30000, 0.01, 0)
+    );
+    assert_eq!(
+        (acdc.consistency, acdc.consistency_rampup, acdc.vat_eps),
+        (0.1, 200.0, 6.0)
+    );
+    assert_eq!(
+        (acdc.val_interval, acdc.val_start, acdc.seed),
+        (200, 0, 1337)
+    );
+    // The objective's settings are the Trainer's reference ones.
+    let j = |c: &TrainerConfig| serde_json::to_value(c).unwrap();
+    assert_eq!(j(&la.trainer_config()), j(&TrainerConfig::la()));
+    assert_eq!(j(&acdc.trainer_config()), j(&TrainerConfig::acdc()));
+    let s = TrainConfig::preset(Preset::Sample);
+    assert_eq!(
+        (s.dataset, s.patch.clone(), s.final_eval),
+        (DatasetKind::Acdc, vec![64, 64], true)
+    );
+}
+
+#[test]
+fn config_file_layers_and_unknown_keys() {
+    // preset key in the file, file keys, then overrides.
+    let mut o = toml::Table::new();
+    o.insert("base_lr".into(), toml::Value::Float(0.5));
+    let c = TrainConfig::resolve(
+        None,
+        Some((
+            "preset = \"acdc\"\nmax_iterations = 7\nmemory_order = \"descending\"",
+            Path::new("f.toml"),
+        )),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.dataset, c.max_iterations, c.base_lr, c.batch_size),
+        (DatasetKind::Acdc, 7, 0.5, 24)
+    );
+    assert_eq!(c.memory_order, ssnet::ssnet::MemoryOrder::Descending);
+    // A file naming only the dataset starts from that dataset's preset.
+    assert_eq!(
+        resolve(None, "dataset = \"acdc\"").unwrap().patch,
+        vec![256, 256]
+    );
+    // The written config.toml reads back to the same configuration.
+    let back = resolve(None, &c.to_toml().unwrap()).unwrap();
+    assert_eq!(back, c);
+    let e = one_line_err(resolve(
+        Some(Preset::La),
+        "labelnum = 4\nlearning_rate = 0.1",
+    ));
+    assert!(
+        e.contains("learning_rate") && e.contains("test.toml"),
+        "{e}"
+    );
+    let e = one_line_err(resolve(Some(Preset::La), "labelnum = \"four\""));
+    assert!(e.contains("labelnum"), "{e}");
+}
+
+#[test]
+fn config_out_of_range_names_the_key() {
+    for (text, key) in [
+        ("labelnum = 0", "labelnum"),
+        ("patch = [100, 112, 80]", "patch"),
+        ("patch = [112, 112]", "patch"),
+        ("base_lr = -0.1", "base_lr"),
+        ("labeled_bs = 4", "labeled_bs"),
+        ("batch_size = 1\nlabeled_bs = 1", "batch_size"),
+        ("momentum = 1.5", "momentum"),
+        ("vat_eps = nan", "vat_eps"),
+        ("val_stride_z = 0", "val_stride_z"),
+        ("max_iterations = 0", "max_iterations"),
+    ] {
+        let e = one_line_err(resolve(Some(Preset::La), text));
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+// ---- sampler --------------------------------------------------------------------------
+
+#[test]
+fn sampler_epochs_streams_determinism_and_state() {
+    let lab: Vec<usize> = (0..5).collect();
+    let unl: Vec<usize> = (5..12).collect();
+    let mut s = TwoStreamSampler::new(lab.clone(), unl.clone(), 2, 3, 7).unwrap();
+    assert_eq!(s.batches_per_epoch(), 2);
+    let mut seen_u = Vec::new();
+    for epoch in 0..4 {
+        let mut seen_l = BTreeSet::new();
+        for _ in 0..2 {
+            let b = s.next_batch();
+            assert_eq!(b.len(), 5);
+            assert!(
+                b[..2].iter().all(|i| lab.contains(i)) && b[2..].iter().all(|i| unl.contains(i)),
+                "{b:?}"
+            );
+            for &i in &b[..2] {
+                assert!(
+                    seen_l.insert(i),
+                    "labelled index {i} twice in epoch {epoch}"
+                );
+            }
+            seen_u.extend_from_slice(&b[2..]);
+        }
+        assert_eq!(s.epoch(), epoch + 1);
+        // Within an epoch the unlabelled chain starts with a full permutation: 6 draws of 7.
+        let e = &seen_u[seen_u.len() - 6..];
+        assert_eq!(e.iter().collect::<BTreeSet<_>>().len(), 6, "{e:?}");
+    }
+    // Same seed, same batches; another seed, other batches.
+    let run = |seed| {
+        let mut s = TwoStreamSampler::new(lab.clone(), unl.clone(), 2, 3, seed).unwrap();
+        (0..10).map(|_| s.next_batch()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+    // The state round-trips (JSON, as in the checkpoint) mid-epoch.
+    let mut a = TwoStreamSampler::new(lab.clone(), unl.clone(), 2, 3, 9).unwrap();
+    a.next_batch();
+    let json = serde_json::to_string(a.state()).unwrap();
+    let mut b = TwoStreamSampler::from_state(serde_json::from_str(&json).unwrap()).unwrap();
+    for _ in 0..7 {
+        assert_eq!(a.next_batch(), b.next_batch());
+    }
+    // Streams too small for their share of the batch.
+    let e = one_line_err(TwoStreamSampler::new(lab.clone(), unl.clone(), 6, 2, 1));
+    assert!(e.contains("labeled_bs = 6"), "{e}");
+    assert!(TwoStreamSampler::new(lab, unl, 2, 8, 1).is_err());
+}
+
+// ---- augmentations --------------------------------------------------------------------
+
+#[test]
+fn rot_flip_permutes_voxels_and_keeps_image_and_label_together() {
+    let shape = [5, 3, 4];
+    let img: Vec<f32> = (0..60).map(|i| i as f32).collect();
+    let lab: Vec<u8> = (0..60).map(|i| i as u8).collect();
+    for k in 0..4 {
+        let (r, s) = rot90(&img, shape, k);
+        assert_eq!(s, if k % 2 == 1 { [3, 5, 4] } else { shape });
+        let mut sorted = r.clone();
+        sorted.sort_by(f32::total_cmp);
+        assert_eq!(sorted, img, "rot90 k={k} is not a permutation");
+        assert_eq!(
+            rot90(&rot90(&img, shape, k).0, s, 4 - k).0,
+            img,
+            "rot90 k then 4-k"
+        );
+    }
+    for axis in 0..3 {
+        assert_eq!(flip(&flip(&img, shape, axis), shape, axis), img);
+    }
+    let mut rng = Pcg32::seed_from_u64(3);
+    for _ in 0..20 {
+        let (i, l, s) = random_rot_flip(&img, &lab, shape, &mut rng);
+        assert_eq!(s.iter().product::<usize>(), 60);
+        assert!(
+            i.iter().zip(&l).all(|(&a, &b)| a as u8 == b),
+            "image and label moved differently"
+        );
+    }
+}
+
+#[test]
+fn crop_pads_with_the_reference_quirk_and_never_draws_the_last_start() {
+    // No side <= patch: no padding.
+    assert_eq!(crop_padding([150, 130, 88], [112, 112, 80]), [0, 0, 0]);
+    // One side <= patch: every side padded by max((patch - s) // 2 + 3, 0), floor division.
+    assert_eq!(crop_padding([100, 150, 88], [112, 112, 80]), [9, 0, 0]);
+    assert_eq!(crop_padding([113, 200, 80], [112, 112, 80]), [2, 0, 3]);
+    let mut rng = Pcg32::seed_from_u64(5);
+    let starts: BTreeSet<usize> = (0..200).map(|_| crop_start(18, 16, &mut rng)).collect();
+    assert_eq!(
+        starts,
+        [0, 1].into_iter().collect(),
+        "start drawn from [0, size - patch)"
+    );
+    // Output sizes; a padded volume keeps every voxel value and zeros.
+    let shape = [20, 14, 10];
+    let img: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| i as f32 + 1.0)
+        .collect();
+    let lab: Vec<u8> = img.iter().map(|&v| (v as usize % 2) as u8).collect();
+    for _ in 0..10 {
+        let (i, l) = random_crop(&img, &lab, shape, [16, 16, 16], &mut rng);
+        assert_eq!((i.len(), l.len()), (16 * 16 * 16, 16 * 16 * 16));
+        assert!(i.iter().zip(&l).all(|(&a, &b)| if a == 0.0 {
+            b == 0
+        } else {
+            (a as usize % 2) as u8 == b
+        }));
+    }
+}
+
+#[test]
+fn acdc_augmentation_sizes_and_rotation() {
+    let (h, w) = (21, 17);
+    let img: Vec<f32> = (0..h * w).map(|i| (i % 7) as f32).collect();
+    let lab: Vec<u8> = (0..h * w).map(|i| (i % 4) as u8).collect();
+    let mut rng = Pcg32::seed_from_u64(11);
+    for _ in 0..30 {
+        let (i, l) = acdc_sample(&img, &lab, [h, w], [32, 16], &mut rng).unwrap();
+        assert_eq!((i.len(), l.len()), (32 * 16, 32 * 16));
+        assert!(l.iter().all(|&v| v < 4));
+    }
+    // Rotation: identity at 0, rot90 at 90, zero fill outside, values preserved inside.
+    assert_eq!(rotate_nearest(&lab, [h, w], 0.0), lab);
+    let sq: Vec<u16> = (1..=49).collect();
+    assert_eq!(
+        rotate_nearest(&sq, [7, 7], 90.0),
+        rot90(&sq, [7, 7, 1], 1).0
+    );
+    let r = rotate_nearest(&sq, [7, 7], 15.0);
+    assert_eq!(r[3 * 7 + 3], 25, "the centre stays");
+    assert_eq!(r[0], 0, "a corner rotates in from outside");
+    assert!(r.iter().all(|&v| v == 0 || sq.contains(&v)));
+}
+
+#[test]
+fn acdc_labelled_slices_match_the_reference_table() {
+    let mut cfg = TrainConfig::preset(Preset::Acdc);
+    cfg.data = PathBuf::from(SHARED).join("acdc");
+    for (patients, slices) in [(3, 68), (7, 136), (14, 256), (35, 664)] {
+        cfg.labelnum = patients;
+        let t = TrainSet::open(&cfg).unwrap();
+        assert_eq!((t.labelled, t.len), (slices, 1312), "{patients} patients");
+    }
+}
+
+// ---- runs on a tiny dataset -----------------------------------------------------------
+
+/// A tiny ACDC-layout dataset: `patients` train patients, 1 val and 1 test patient, each
+/// with two frames of `[S, H, W]` = [3, 24, 20].
+fn tiny_acdc(dir: &Path, patients: usize) {
+    let (s, h, w) = (3usize, 24usize, 20usize);
+    let mut lists: [Vec<String>; 3] = Default::default();
+    let mut slices = Vec::new();
+    for p in 0..patients + 2 {
+        let split = if p < patients { 0 } else { p - patients + 1 };
+        let folder = ["train", "val", "test"][split];
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+        for f in 1..=2 {
+            let case = format!("patient{:03}_frame{f:02}", p + 1);
+            let (mut img, mut lab) = (Vec::new(), Vec::new());
+            for k in 0..s {
+                for y in 0..h {
+                    for x in 0..w {
+                        let (cy, cx) = (12.0 + p as f32 * 0.5, 10.0 + f as f32);
+                        let r = ((y as f32 - cy).powi(2) + (x as f32 - cx).powi(2)).sqrt()
+                            - k as f32 * 0.5;
+                        let l: u8 = if r < 3.0 {
+                            3
+                        } else if r < 5.0 {
+                            2
+                        } else if x < 4 && y > 6 && y < 18 {
+                            1
+                        } else {
+                            0
+                        };
+                        lab.push(l);
+                        img.push(
+                            0.2 * l as f32
+                                + 0.05 * (((x * 7 + y * 13 + k * 5 + p) % 11) as f32 / 11.0),
+                        );
+                    }
+                }
+            }
+            let vol = nifti::Volume::new(img, [w, h, s], [1.5, 1.5, 10.0]).unwrap();
+            nifti::write_volume(
+                dir.join(folder).join(format!("{case}.nii.gz")),
+                &vol.data,
+                &vol,
+            )
+            .unwrap();
+            nifti::write_labels(
+                dir.join(folder).join(format!("{case}_gt.nii.gz")),
+                &lab,
+                &vol,
+            )
+            .unwrap();
+            lists[split].push(case.clone());
+            if split == 0 {
+                for n in 1..=s {
+                    slices.push(format!("{case}_slice_{n}"));
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(dir.join("splits")).unwrap();
+    for (i, name) in ["train", "val", "test"].iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("splits/{name}.list")),
+            lists[i].join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("splits/train_slices.list"),
+        slices.join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+fn tiny_config(data: &Path, out: &Path, max_iterations: u64) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
+        labelnum: 1,
+        batch_size: 4,
+        labeled_bs: 2,
+        patch: vec![16, 16],
+        max_iterations,
+        val_interval: 2,
+        checkpoint_every: 2,
+        out: out.to_path_buf(),
+        final_eval: false,
+        ..TrainConfig::preset(Preset::Acdc)
+    }
+}
+
+fn quiet(mut r: Run) -> Run {
+    r.verbose = false;
+    r
+}
+
+/// Every tensor of a checkpoint, by name, as bits.
+fn bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    checkpoint::read(path)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, (v, _))| (k, v.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+/// The loss lines of train.jsonl without the timing fields.
+fn losses(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("step_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    let n = 4;
+    // Straight N iterations.
+    let a = tmp.path().join("a");
+    let sa = quiet(Run::new(&gpu, tiny_config(&data, &a, n)).unwrap())
+        .train()
+        .unwrap();
+    assert_eq!(sa.iterations, n);
+    // N/2, then resume for the rest in a new Run (fresh model object, state from disk).
+    let b = tmp.path().join("b");
+    quiet(Run::new(&gpu, tiny_config(&data, &b, n / 2)).unwrap())
+        .train()
+        .unwrap();
+    let mut o = toml::Table::new();
+    o.insert("max_iterations".into(), toml::Value::Integer(n as i64));
+    let mut rb = quiet(Run::resume(&gpu, &b, &o).unwrap());
+    assert_eq!(rb.iter(), n / 2);
+    let sb = rb.train().unwrap();
+    assert_eq!((sb.iterations, sb.iterations_this_run), (n, n / 2));
+    // Weights, BatchNorm buffers, momentum and memory: the same bits.
+    let (ta, tb) = (bits(&a.join(LAST)), bits(&b.join(LAST)));
+    assert_eq!(
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        tb.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    assert!(
+        ta.iter().any(|t| t.0.starts_with("momentum."))
+            && ta.iter().any(|t| t.0.starts_with("memory."))
+    );
+    for ((name, x), (_, y)) in ta.iter().zip(&tb) {
+        assert!(x == y, "tensor {name} differs after resume");
+    }
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(losses(&a).len(), n as usize);
+    // Validation ran (val_interval 2) and logged; the two runs agree on it.
+    let val = |d: &Path| {
+        std::fs::read_to_string(d.join("val.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((val(&a), val(&b)), (2, 2));
+    assert_eq!(
+        sa.best.map(|b| b.0.to_bits()),
+        sb.best.map(|b| b.0.to_bits())
+    );
+}
+
+#[test]
+fn labelled_batch_larger_than_the_labelled_set_is_an_error() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    // 1 labelled patient = 6 slices.
+    let mut cfg = tiny_config(&data, &tmp.path().join("o"), 1);
+    cfg.batch_size = 10;
+    cfg.labeled_bs = 7;
+    let e = one_line_err(Run::new(&gpu, cfg).map(|_| ()));
+    assert!(
+        e.contains("labeled_bs = 7") && e.contains("6 of 18 slices"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nan_voxels_in_a_file_are_a_one_line_error_naming_it() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Poison every train volume so that the first batch reads one.
+    tiny_acdc(&data, 2);
+    for c in [
+        "patient001_frame01",
+        "patient001_frame02",
+        "patient002_frame01",
+        "patient002_frame02",
+    ] {
+        let p = data.join(format!("train/{c}.nii.gz"));
+        let mut v = nifti::read(&p).unwrap();
+        v.data[3] = f32::NAN;
+        nifti::write_volume(&p, &v.data, &v).unwrap();
+    }
+    let mut cfg = tiny_config(&data, &tmp.path().join("o"), 1);
+    cfg.batch_size = 3;
+    cfg.labeled_bs = 1;
+    let e = one_line_err(quiet(Run::new(&gpu, cfg).unwrap()).train());
+    assert!(e.contains("NaN") && e.contains(".nii.gz"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let item = |v: f32| Item {
+        image: vec![v; 16 * 16],
+        label: (0..256).map(|i| (i % 3) as u8).collect(),
+        shape: vec![16, 16],
+    };
+    let items = |v: f32| {
+        (0..6)
+            .map(|i| item(if i == 0 { 0.5 } else { v }))
+            .collect::<Vec<_>>()
+    };
+    let mut cfg = tiny_config(tmp.path(), &out, 1);
+    cfg.patch = vec![16, 16];
+    cfg.checkpoint_every = 1;
+    // One good iteration: last.safetensors at iteration 1.
+    let set = TrainSet::from_items(DatasetKind::Acdc, items(0.25), 2).unwrap();
+    quiet(Run::with_data(&gpu, cfg.clone(), set, Some(vec![])).unwrap())
+        .train()
+        .unwrap();
+    let before = std::fs::read(out.join(LAST)).unwrap();
+    // Resume on data that bypasses file validation with NaN images.
+    let set = TrainSet::from_items(DatasetKind::Acdc, items(f32::NAN), 2).unwrap();
+    let mut o = toml::Table::new();
+    o.insert("max_iterations".into(), toml::Value::Integer(3));
+    let mut run = quiet(Run::resume_with_data(&gpu, &out, &o, set, Some(vec![])).unwrap());
+    let e = one_line_err(run.train());
+    assert!(
+        e.contains("non-finite") && e.contains("loss") && e.contains("iteration 2"),
+        "{e}"
+    );
+    assert_eq!(run.iter(), 1, "no update after the non-finite step");
+    assert_eq!(
+        std::fs::read(out.join(LAST)).unwrap(),
+        before,
+        "the last good checkpoint is kept"
+    );
+}
+
+// ---- the command line -----------------------------------------------------------------
+
+fn ssnet(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ssnet"))
+        .args(args)
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp/xdg".into()),
+        )
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn cli_acdc_preset_trains_validates_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let data = format!("{SHARED}/acdc");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "acdc",
+        "--data",
+        &data,
+        "--max-iterations",
+        "2",
+        "--patch",
+        "16,16",
+        "--batch-size",
+        "4",
+        "--labeled-bs",
+        "2",
+        "--val-interval",
+        "2",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("validation Dice"), "{stdout}");
+    for f in [
+        "last.safetensors",
+        "config.toml",
+        "train.jsonl",
+        "val.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(out.join("snapshots")).unwrap().count() == 1);
+    let (ok, stdout, stderr) = ssnet(&["train", "--resume", o, "--max-iterations", "3"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(lines(&out.join("train.jsonl")), 3);
+    // A fresh run into the same folder is refused.
+    let (ok, _, stderr) = ssnet(&["train", "--preset", "acdc", "--data", &data, "--out", o]);
+    assert!(!ok && stderr.contains("--resume"), "{stderr}");
+}
+
+#[test]
+fn cli_la_preset_trains_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let data = format!("{SHARED}/la");
+    let (ok, stdout, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "la",
+        "--data",
+        &data,
+        "--max-iterations",
+        "1",
+        "--patch",
+        "16x16x16",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = ssnet(&["train", "--resume", o, "--max-iterations", "2"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(lines(&out.join("train.jsonl")), 2);
+    let c = checkpoint::read(&out.join(LAST)).unwrap();
+    assert!(c.metadata["ssnet.train.state"].contains("\"iter\":2"));
+}
+
+#[test]
+fn cli_errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "preset = \"acdc\"\nbatchsize = 4\n").unwrap();
+    let (ok, _, stderr) = ssnet(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("batchsize"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ssnet(&["train", "--preset", "la", "--labeled-bs", "4"]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("labeled_bs"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ssnet(&["train", "--preset", "la", "--patch", "30,30,16"]);
+    assert!(!ok && stderr.contains("patch"), "{stderr}");
+}
+
+#[test]
+fn cli_sample_preset_trains_predicts_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "sample",
+        "--max-iterations",
+        "2",
+        "--patch",
+        "16,16",
+        "--val-interval",
+        "1",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("mean") && stdout.contains("LV"), "{stdout}");
+    let pred = out.join("predictions");
+    let nii = std::fs::read_dir(&pred)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".nii.gz")
+        })
+        .count();
+    let png = std::fs::read_dir(&pred)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".png")
+        })
+        .count();
+    assert!(nii >= 2 && nii == png, "{nii} NIfTI, {png} PNG");
+    assert!(pred.join("metrics.csv").is_file());
+}
+
+// ---- the bundled sample ---------------------------------------------------------------
+
+/// Regenerates `data/sample` from `shared/data/acdc` (run by hand:
+/// `cargo test --test train make_sample_data -- --ignored`). Per case: the 5 slices around
+/// the middle of the labelled range, an 80×80 window centred on the labels; images stored as
+/// uint8 with `scl_slope` 1/255 (the source is min-max normalised to [0, 1]).
+#[test]
+#[ignore]
+fn make_sample_data() {
+    let src = PathBuf::from(SHARED).join("acdc");
+    let dst = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let list =
+        |s: &str| ssnet::data::dataset::read_list(src.join(format!("splits/{s}.list"))).unwrap();
+    let patients = |l: Vec<String>, n: usize| -> Vec<String> {
+        let mut ps: Vec<String> = Vec::new();
+        for c in &l {
+            let p = c.split('_').next().unwrap().to_string();
+            if !ps.contains(&p) {
+                ps.push(p);
+            }
+        }
+        l.into_iter()
+            .filter(|c| ps[..n].iter().any(|p| c.starts_with(&format!("{p}_"))))
+            .collect()
+    };
+    let splits = [
+        ("train", patients(list("train"), 4)),
+        ("val", patients(list("val"), 1)),
+        ("test", patients(list("test"), 2)),
+    ];
+    let (ns, crop) = (5usize, 80usize);
+    let mut slices = Vec::new();
+    for (split, cases) in &splits {
+        std::fs::create_dir_all(dst.join(split)).unwrap();
+        std::fs::create_dir_all(dst.join("splits")).unwrap();
+        std::fs::write(
+            dst.join(format!("splits/{split}.list")),
+            cases.join("\n") + "\n",
+        )
+        .unwrap();
+        for case in cases {
+            let img = nifti::read(src.join(format!("{split}/{case}.nii.gz"))).unwrap();
+            let lab = nifti::read(src.join(format!("{split}/{case}_gt.nii.gz"))).unwrap();
+            let [s, h, w] = img.shape_zyx();
+            let fg: Vec<usize> = (0..s * h * w).filter(|&i| lab.data[i] > 0.0).collect();
+            let zs: Vec<usize> = fg.iter().map(|i| i / (h * w)).collect();
+            let (z0, z1) = (*zs.iter().min().unwrap(), *zs.iter().max().unwrap());
+            let zc = ((z0 + z1) / 2).clamp(ns / 2, s - ns + ns / 2);
+            let zstart = zc - ns / 2;
+            let ys: Vec<usize> = fg.iter().map(|i| i / w % h).collect();
+            let xs: Vec<usize> = fg.iter().map(|i| i % w).collect();
+            let yc = (ys.iter().min().unwrap() + ys.iter().max().unwrap()) / 2;
+            let xc = (xs.iter().min().unwrap() + xs.iter().max().unwrap()) / 2;
+            let y0 = yc.saturating_sub(crop / 2).min(h - crop);
+            let x0 = xc.saturating_sub(crop / 2).min(w - crop);
+            let (mut im, mut lb) = (Vec::new(), Vec::new());
+            for z in zstart..zstart + ns {
+                for y in y0..y0 + crop {
+                    for x in x0..x0 + crop {
+                        let i = (z * h + y) * w + x;
+                        im.push((img.data[i].clamp(0.0, 1.0) * 255.0).round() as u8);
+                        lb.push(lab.data[i] as u8);
+                    }
+                }
+            }
+            // The header of the source with the crop's dims and origin.
+            let mut hdr = img.header.clone();
+            hdr.dim[1] = crop as u16;
+            hdr.dim[2] = crop as u16;
+            hdr.dim[3] = ns as u16;
+            let shift = [x0 as f32, y0 as f32, zstart as f32];
+            for (r, row) in [&mut hdr.srow_x, &mut hdr.srow_y, &mut hdr.srow_z]
+                .into_iter()
+                .enumerate()
+            {
+                row[3] += row[0] * shift[0] + row[1] * shift[1] + row[2] * shift[2];
+                if r == 0 {
+                    hdr.quatern_x = row[3];
+                } else if r == 1 {
+                    hdr.quatern_y = row[3];
+                } else {
+                    hdr.quatern_z = row[3];
+                }
+            }
+            let gt = dst.join(format!("{split}/{case}_gt.nii.gz"));
+            nifti::write_labels_with_header(&gt, &lb, &hdr).unwrap();
+            // The image: uint8 through the label writer (uncompressed), scl_slope patched to
+            // 1/255 (bytes 112..116 of the NIfTI-1 header), then gzip.
+            let raw = dst.join(format!("{split}/{case}.nii"));
+            nifti::write_labels_with_header(&raw, &im, &hdr).unwrap();
+            let mut bytes = std::fs::read(&raw).unwrap();
+            bytes[112..116].copy_from_slice(&(1.0f32 / 255.0).to_le_bytes());
+            bytes[116..120].copy_from_slice(&0.0f32.to_le_bytes());
+            std::fs::write(&raw, bytes).unwrap();
+            let st = Command::new("gzip")
+                .args(["-9", "-n", "-f"])
+                .arg(&raw)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            if *split == "train" {
+                for n in 1..=ns {
+                    slices.push(format!("{case}_slice_{n}"));
+                }
+            }
+            // Read back through the dataset code: values within 1/510 of the source.
+            let back = nifti::read(dst.join(format!("{split}/{case}.nii.gz"))).unwrap();
+            assert_eq!(back.shape_zyx(), [ns, crop, crop]);
+            assert!((back.data[0] - im[0] as f32 / 255.0).abs() < 1e-6);
+        }
+    }
+    std::fs::write(
+        dst.join("splits/train_slices.list"),
+        slices.join("\n") + "\n",
+    )
+    .unwrap();
+    let ds = ssnet::data::dataset::AcdcDataset::open(&dst).unwrap();
+    assert_eq!(ds.train_slices.len(), 8 * ns);
+}
