@@ -100,7 +100,8 @@ impl Model {
                 }
             }
         }
-        let values = c.tensors.into_iter().map(|(k, (v, _))| (k, v)).collect();
+        // `ssnet train`'s last.safetensors also holds the optimiser state: skip it.
+        let values = c.tensors.into_iter().filter(|(k, _)| !k.starts_with("momentum.") && !k.starts_with("memory.")).map(|(k, (v, _))| (k, v)).collect();
         Model::from_values(gpu, cfg, specs, values).map_err(|e| Error::file(path, e))
     }
 
