@@ -89,7 +89,7 @@ fn presets_are_the_reference_defaults() {
     let s = TrainConfig::preset(Preset::Sample);
     assert_eq!(
         (s.dataset, s.patch.clone(), s.final_eval),
-        (DatasetKind::Acdc, vec![64, 64], true)
+        (DatasetKind::Acdc, vec![32, 32], true)
     );
 }
 

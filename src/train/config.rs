@@ -66,8 +66,9 @@ pub enum Preset {
     /// `train_ss_2d.py`: ACDC, UNet, 3 labelled patients (68 slices), batch 12+12, 256×256,
     /// 30000 iterations.
     Acdc,
-    /// The bundled sample (`data/sample`, a few ACDC crops): UNet at 64×64, batch 2+2, a few
-    /// dozen iterations, validation, then prediction and evaluation of the test cases.
+    /// The bundled sample (`data/sample`, a few ACDC crops): UNet at 32×32 (lavapipe-sized),
+    /// batch 2+2, 40 iterations, validation every 20, then prediction and evaluation of the
+    /// test cases.
     Sample,
 }
 
@@ -209,7 +210,7 @@ impl TrainConfig {
                 labelnum: 1,
                 batch_size: 4,
                 labeled_bs: 2,
-                patch: vec![64, 64],
+                patch: vec![32, 32],
                 max_iterations: 40,
                 val_interval: 20,
                 checkpoint_every: 20,

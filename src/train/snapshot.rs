@@ -38,7 +38,8 @@ pub fn slice_of<T: Copy>(
 }
 
 /// Write `path`: the image (min-max to grey), the label and the prediction (palette), each
-/// `[h, w]`, left to right.
+/// `[h, w]`, left to right; small slices are enlarged by an integer factor (nearest) to at
+/// least 160 pixels high.
 pub fn write_panels(
     path: &Path,
     image: &[f32],
@@ -47,8 +48,10 @@ pub fn write_panels(
     shape: [usize; 2],
 ) -> Result<()> {
     let [h, w] = shape;
-    let width = 3 * w + 2 * GAP;
-    let mut rgb = vec![255u8; width * h * 3];
+    let f = 160usize.div_ceil(h.max(1)).max(1);
+    let (sh, sw) = (h * f, w * f);
+    let width = 3 * sw + 2 * GAP;
+    let mut rgb = vec![255u8; width * sh * 3];
     let (lo, hi) = image
         .iter()
         .filter(|v| v.is_finite())
@@ -57,13 +60,13 @@ pub fn write_panels(
         });
     let range = if hi > lo { hi - lo } else { 1.0 };
     let colour = |l: u8| PALETTE[(l as usize).min(PALETTE.len() - 1)];
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
+    for y in 0..sh {
+        for x in 0..sw {
+            let i = (y / f) * w + x / f;
             let g = (((image[i] - lo) / range).clamp(0.0, 1.0) * 255.0).round() as u8;
             let px = [[g, g, g], colour(label[i]), colour(pred[i])];
             for (p, c) in px.iter().enumerate() {
-                let o = (y * width + p * (w + GAP) + x) * 3;
+                let o = (y * width + p * (sw + GAP) + x) * 3;
                 rgb[o..o + 3].copy_from_slice(c);
             }
         }
@@ -74,7 +77,7 @@ pub fn write_panels(
     }
     let file = std::fs::File::create(path)
         .map_err(|e| Error::file(path, format!("cannot create PNG: {e}")))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, h as u32);
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, sh as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut wr = enc
