@@ -61,6 +61,25 @@ mod golden_model_support {
     }
 }
 
+/// Each tensor is compared at max(README tolerance, 3 × its own measured sensitivity,
+/// 3 × its group's sensitivity). A group's sensitivity: the 90th percentile of its tensors' measured sensitivities, leaving
+/// out tensors whose reference values vanish (< 1e-12: pure rounding noise on both sides,
+/// compared in absolute terms instead). One random perturbation can underestimate a single
+/// tensor's sensitivity; the percentile of the group does not depend on that one draw, and
+/// unlike the maximum it is not set by the noisiest tensor.
+fn group_sensitivity(v: &[(f64, bool)]) -> f64 {
+    let mut s: Vec<f64> = v.iter().filter(|(_, tiny)| !tiny).map(|(x, _)| *x).filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return 0.0;
+    }
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * 0.9).round() as usize]
+}
+
+fn tiny(v: &[f32]) -> bool {
+    v.iter().all(|w| w.abs() < 1e-12)
+}
+
 fn model_fixture(stem: &str) {
     use golden_model_support::*;
     use ssnet::golden::{check_full_or_summary, check_rel_l2, check_scalar};
@@ -89,7 +108,7 @@ fn model_fixture(stem: &str) {
     let (lp, _) = model.forward(&xp, Pass::frozen(None)).unwrap();
     let gp = ssnet::autograd::backward(&ssnet::ops::cross_entropy(&lp, &u32t(&fx, "labels")).unwrap()).unwrap();
     // One random perturbation can underestimate a single tensor's sensitivity, so the
-    // network-wide maximum is used for every tensor.
+    // network-wide 90th percentile is used for every tensor (see group_sensitivity).
     let mut rows = vec![];
     for key in fx.names() {
         let Some(name) = key.strip_prefix("grad.") else { continue };
@@ -99,11 +118,11 @@ fn model_fixture(stem: &str) {
         rows.push((key.clone(), g, fx.f32(&key).unwrap().0, sens));
     }
     let n = rows.len();
-    let s_max = rows.iter().map(|r| r.3).fold(0.0, f64::max);
+    let s_max = group_sensitivity(&rows.iter().map(|r| (r.3, tiny(&r.2))).collect::<Vec<_>>());
     let t = tol::SUMMARY.max(3.0 * s_max);
-    println!("largest gradient sensitivity to 1e-6 input noise {s_max:.2e}: tolerance {t:.2e}");
-    for (key, g, want, _) in rows {
-        let t = if want.iter().all(|w| w.abs() < 1e-12) { tol::SUMMARY } else { t };
+    println!("gradient sensitivity to 1e-6 input noise (90th percentile) {s_max:.2e}: tolerance {t:.2e}");
+    for (key, g, want, sens) in rows {
+        let t = if want.iter().all(|w| w.abs() < 1e-12) { tol::SUMMARY } else { t.max(3.0 * sens) };
         r.push(check_full_or_summary(&key, &g, &want, t));
     }
     assert!(n > 0, "fixture has no gradients");
@@ -161,18 +180,17 @@ fn vat_fixture(stem: &str) {
         check_rel_l2("d_adv", &d_adv, &fx.f32("d_adv").unwrap().0, widen("d_adv", tol::SUMMARY, sens_d)),
         check_scalar("lds", lds as f64, fx.f32("lds").unwrap().0[0] as f64, widen("lds", tol::LOSS, sens_l)),
     ];
-    // The network-wide largest sensitivity (one perturbation underestimates single tensors).
-    let s_max = fx
-        .names()
-        .iter()
-        .filter_map(|k| k.strip_prefix("grad.").map(|n| summary_distance(&grads_p[n], &grads[n])))
-        .fold(0.0, f64::max);
+    // The network-wide sensitivity (see group_sensitivity).
+    let s_max = group_sensitivity(
+        &fx.names().iter().filter_map(|k| k.strip_prefix("grad.").map(|n| (summary_distance(&grads_p[n], &grads[n]), tiny(&fx.f32(k).unwrap().0)))).collect::<Vec<_>>(),
+    );
     let t = widen("parameter gradients", tol::SUMMARY, s_max);
     for key in fx.names() {
         let Some(name) = key.strip_prefix("grad.") else { continue };
         let g = grads.get(name).unwrap_or_else(|| panic!("no gradient for {name}"));
         let want = fx.f32(&key).unwrap().0;
-        let t = if want.iter().all(|w| w.abs() < 1e-12) { tol::SUMMARY } else { t };
+        let own = summary_distance(&grads_p[name], g);
+        let t = if want.iter().all(|w| w.abs() < 1e-12) { tol::SUMMARY } else { t.max(3.0 * own) };
         r.push(check_full_or_summary(&key, g, &want, t));
     }
     golden_model_support::check_prefixed(&fx, "after.", &model, tol::SUMMARY, &mut r);
@@ -296,7 +314,7 @@ fn iteration_trainer(fx: &Fixture) -> ssnet::ssnet::Trainer {
 
 /// Two reference iterations. Tolerances: the README's (1e-4 loss terms and 1e-3 summaries in
 /// the first iteration, 5e-3 in the second), widened to 3× the trajectory's own sensitivity
-/// (the largest of each group of tensors), measured by a shadow trainer that runs the same iterations on the input
+/// (the 90th percentile of each group of tensors), measured by a shadow trainer that runs the same iterations on the input
 /// perturbed by 1e-6 relative: where BatchNorm normalises a handful of values (VNet's deepest
 /// blocks at this size) a float32 engine cannot follow the float64 reference closer than
 /// that, and the printed sensitivity says so tensor by tensor.
@@ -353,8 +371,8 @@ fn iteration_fixture(stem: &str) {
         }
         let after = trainer.model.state().unwrap();
         let shadow_after = shadow.model.state().unwrap();
-        // Sensitivities first; one random perturbation can underestimate a single tensor's,
-        // so each group (weight changes, running statistics, momentum) uses its largest.
+        // Sensitivities first; each group (weight changes, running statistics, momentum) uses
+        // its 90th percentile (see group_sensitivity).
         let mut rows = vec![];
         for key in fx.names() {
             let Some(name) = key.strip_prefix(&format!("it{it}.after.")) else { continue };
@@ -368,15 +386,15 @@ fn iteration_fixture(stem: &str) {
             };
             rows.push((key.clone(), name.to_string(), want, running, sens));
         }
-        let s_run = rows.iter().filter(|r| r.3).map(|r| r.4).fold(0.0, f64::max);
-        let s_chg = rows.iter().filter(|r| !r.3).map(|r| r.4).fold(0.0, f64::max);
+        let s_run = group_sensitivity(&rows.iter().filter(|r| r.3).map(|r| (r.4, false)).collect::<Vec<_>>());
+        let s_chg = group_sensitivity(&rows.iter().filter(|r| !r.3).map(|r| (r.4, false)).collect::<Vec<_>>());
         let t_run = widen(&format!("it{it} running statistics"), tol_sum, s_run);
         let t_chg = widen(&format!("it{it} weight changes"), tol_sum, s_chg);
-        for (key, name, want, running, _) in rows {
+        for (key, name, want, running, sens) in rows {
             if running {
-                r.push(check_full_or_summary(&key, &after[&name], &want, t_run));
+                r.push(check_full_or_summary(&key, &after[&name], &want, t_run.max(3.0 * sens)));
             } else {
-                r.push(check_change(&key, &before[&name], &after[&name], &want, t_chg));
+                r.push(check_change(&key, &before[&name], &after[&name], &want, t_chg.max(3.0 * sens)));
             }
         }
         let momentum = trainer.momentum_buffers();
@@ -394,10 +412,12 @@ fn iteration_fixture(stem: &str) {
                 _ => r.push(Err(format!("{key}: no momentum buffer here"))),
             }
         }
-        let s_mom = mrows.iter().map(|m| m.2).fold(0.0, f64::max);
+        let s_mom = group_sensitivity(&mrows.iter().map(|m| (m.2, tiny(&fx.f32(&m.0).unwrap().0))).collect::<Vec<_>>());
         let t_mom = widen(&format!("it{it} momentum buffers"), tol_sum, s_mom);
-        for (key, g, _) in mrows {
-            r.push(check_full_or_summary(&key, &g, &fx.f32(&key).unwrap().0, t_mom));
+        for (key, g, sens) in mrows {
+            let want = fx.f32(&key).unwrap().0;
+            let t = if tiny(&want) { tol_sum } else { t_mom.max(3.0 * sens) };
+            r.push(check_full_or_summary(&key, &g, &want, t));
         }
         for name in momentum.keys() {
             if !want_m.contains(name) {
