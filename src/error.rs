@@ -22,10 +22,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn file(path: impl AsRef<Path>, msg: impl fmt::Display) -> Self {
-        Error::File { path: path.as_ref().display().to_string(), msg: msg.to_string() }
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            msg: msg.to_string(),
+        }
     }
     pub fn op(op: impl Into<String>, msg: impl fmt::Display) -> Self {
-        Error::Op { op: op.into(), msg: msg.to_string() }
+        Error::Op {
+            op: op.into(),
+            msg: msg.to_string(),
+        }
     }
     pub fn gpu(msg: impl fmt::Display) -> Self {
         Error::Gpu(msg.to_string())

@@ -26,20 +26,30 @@ impl Fixture {
     pub fn load(folder: &str, stem: &str) -> Result<Fixture> {
         let dir = golden_dir();
         if !dir.is_dir() {
-            return Err(Error::file(&dir, "golden fixture directory not found (set SSNET_GOLDEN_DIR)"));
+            return Err(Error::file(
+                &dir,
+                "golden fixture directory not found (set SSNET_GOLDEN_DIR)",
+            ));
         }
         let path = dir.join(folder).join(format!("{stem}.safetensors"));
         Self::open(&path)
     }
 
     pub fn open(path: &Path) -> Result<Fixture> {
-        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read fixture: {e}")))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::file(path, format!("cannot read fixture: {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
         let config = match meta.metadata().as_ref().and_then(|m| m.get("config")) {
-            Some(c) => serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad config JSON: {e}")))?,
+            Some(c) => serde_json::from_str(c)
+                .map_err(|e| Error::file(path, format!("bad config JSON: {e}")))?,
             None => serde_json::Value::Null,
         };
-        Ok(Fixture { path: path.to_path_buf(), bytes, config })
+        Ok(Fixture {
+            path: path.to_path_buf(),
+            bytes,
+            config,
+        })
     }
 
     fn st(&self) -> SafeTensors<'_> {
@@ -48,7 +58,12 @@ impl Fixture {
 
     /// Names of all tensors in the file, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.st().names().into_iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = self
+            .st()
+            .names()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect();
         v.sort();
         v
     }
@@ -58,27 +73,44 @@ impl Fixture {
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        let t = self.st().tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        let t = self
+            .st()
+            .tensor(name)
+            .map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
         Ok(t.shape().to_vec())
     }
 
     /// An F32 tensor as (data, shape).
     pub fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let st = self.st();
-        let t = st.tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
         if t.dtype() != Dtype::F32 {
-            return Err(Error::file(&self.path, format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+            return Err(Error::file(
+                &self.path,
+                format!("tensor '{name}' is {:?}, expected F32", t.dtype()),
+            ));
         }
-        let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         Ok((data, t.shape().to_vec()))
     }
 
     /// A U8 tensor as (data, shape).
     pub fn u8(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
         let st = self.st();
-        let t = st.tensor(name).map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::file(&self.path, format!("no tensor '{name}'")))?;
         if t.dtype() != Dtype::U8 {
-            return Err(Error::file(&self.path, format!("tensor '{name}' is {:?}, expected U8", t.dtype())));
+            return Err(Error::file(
+                &self.path,
+                format!("tensor '{name}' is {:?}, expected U8", t.dtype()),
+            ));
         }
         Ok((t.data().to_vec(), t.shape().to_vec()))
     }
@@ -113,27 +145,57 @@ pub fn errors(got: &[f32], want: &[f32]) -> Errs {
         d2 += d * d;
         w2 += w * w;
     }
-    let rel_l2 = if w2 > 0.0 { (d2 / w2).sqrt() } else { d2.sqrt() };
-    Errs { max_abs: ma, max_rel: mr, rel_l2 }
+    let rel_l2 = if w2 > 0.0 {
+        (d2 / w2).sqrt()
+    } else {
+        d2.sqrt()
+    };
+    Errs {
+        max_abs: ma,
+        max_rel: mr,
+        rel_l2,
+    }
 }
 
 /// Compare by relative L2 error (the golden README's policy for ops); prints the errors and
 /// the tolerance, returns an error message when over.
 pub fn check_rel_l2(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{what}: {} values, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let e = errors(got, want);
-    println!("{what:<48} max_abs {:.3e}  max_rel {:.3e}  rel_l2 {:.3e}  (tol rel_l2 {tol:.0e})", e.max_abs, e.max_rel, e.rel_l2);
-    if e.rel_l2 <= tol { Ok(()) } else { Err(format!("{what}: relative L2 error {:.3e} over {tol:.0e}", e.rel_l2)) }
+    println!(
+        "{what:<48} max_abs {:.3e}  max_rel {:.3e}  rel_l2 {:.3e}  (tol rel_l2 {tol:.0e})",
+        e.max_abs, e.max_rel, e.rel_l2
+    );
+    if e.rel_l2 <= tol {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: relative L2 error {:.3e} over {tol:.0e}",
+            e.rel_l2
+        ))
+    }
 }
 
 /// Compare scalars (losses, metrics) by relative error `|g-w| <= tol·max(|w|, floor)`.
 pub fn check_scalar(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
     let d = (got - want).abs();
     let rel = d / want.abs().max(1e-12);
-    println!("{what:<48} got {got:.9e} want {want:.9e}  abs {d:.3e} rel {rel:.3e} (tol rel {tol:.0e})");
-    if d <= tol * want.abs().max(1e-6) { Ok(()) } else { Err(format!("{what}: {got} vs {want}, relative error {rel:.3e} over {tol:.0e}")) }
+    println!(
+        "{what:<48} got {got:.9e} want {want:.9e}  abs {d:.3e} rel {rel:.3e} (tol rel {tol:.0e})"
+    );
+    if d <= tol * want.abs().max(1e-6) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {got} vs {want}, relative error {rel:.3e} over {tol:.0e}"
+        ))
+    }
 }
 
 /// The summary the fixtures store for large tensors:
@@ -142,7 +204,11 @@ pub fn summary(v: &[f32]) -> Vec<f64> {
     let n = v.len();
     let m = n.min(64);
     let sum: f64 = v.iter().map(|&x| x as f64).sum();
-    let l2: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let l2: f64 = v
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
     let abs: f64 = v.iter().map(|&x| (x as f64).abs()).sum();
     let mut out = vec![sum, l2, abs];
     out.extend((0..m).map(|k| v[k * n / m] as f64));
@@ -173,7 +239,11 @@ pub fn summary_distance(a: &[f32], b: &[f32]) -> f64 {
 pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
     let got = summary(v);
     if got.len() != want.len() {
-        return Err(format!("{what}: summary of {} entries, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: summary of {} entries, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let scale = (want[2] as f64).abs().max(1e-30);
     let mean_abs = scale / v.len().max(1) as f64;
@@ -195,7 +265,11 @@ pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<()
         k => format!("sample {}", k - 3),
     };
     println!("{what:<48} summary worst rel {worst:.3e} at {entry} (got {:.6e}, want {:.6e}; tol {tol:.0e})", got[at], want[at]);
-    if worst <= tol { Ok(()) } else { Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}")) }
+    if worst <= tol {
+        Ok(())
+    } else {
+        Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}"))
+    }
 }
 
 /// Absolute tolerance for gradients that vanish in exact arithmetic (a conv bias followed by
@@ -211,10 +285,22 @@ pub const VANISHING_ABS: f64 = 1e-5;
 pub fn check_full_or_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
     let tiny = want.iter().all(|w| w.abs() < 1e-12);
     if tiny {
-        let got = if want.len() == v.len() { v.iter().map(|&x| x as f64).collect::<Vec<_>>() } else { summary(v) };
-        let worst = got.iter().zip(want).map(|(g, w)| (g - *w as f64).abs()).fold(0f64, f64::max);
+        let got = if want.len() == v.len() {
+            v.iter().map(|&x| x as f64).collect::<Vec<_>>()
+        } else {
+            summary(v)
+        };
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - *w as f64).abs())
+            .fold(0f64, f64::max);
         println!("{what:<48} vanishing: worst abs {worst:.3e} (tol {VANISHING_ABS:.0e})");
-        return if got.len() == want.len() && worst <= VANISHING_ABS { Ok(()) } else { Err(format!("{what}: expected ~0, worst abs {worst:.3e}")) };
+        return if got.len() == want.len() && worst <= VANISHING_ABS {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected ~0, worst abs {worst:.3e}"))
+        };
     }
     if want.len() == v.len() {
         check_rel_l2(what, v, want, tol)
@@ -241,10 +327,20 @@ pub fn f32_ulp(x: f32) -> f64 {
 /// f32 (half an ulp of the weight each) and our update rounds once more, so a change is only
 /// known to 2 ulp of the weight per element (summed over the elements for the sum entry). A
 /// head or selector step of lr·0.1·w·∇ ≈ 1e-6 on a weight of 0.1 sits a few ulp above that.
-pub fn check_change(what: &str, before: &[f32], after: &[f32], want_after: &[f32], tol: f64) -> Result<(), String> {
+pub fn check_change(
+    what: &str,
+    before: &[f32],
+    after: &[f32],
+    want_after: &[f32],
+    tol: f64,
+) -> Result<(), String> {
     let worst = change_error(before, after, want_after).map_err(|e| format!("{what}: {e}"))?;
     println!("{what:<48} change: worst rel {worst:.3e} beyond f32 resolution (tol {tol:.0e})");
-    if worst <= tol { Ok(()) } else { Err(format!("{what}: change error {worst:.3e} over {tol:.0e}")) }
+    if worst <= tol {
+        Ok(())
+    } else {
+        Err(format!("{what}: change error {worst:.3e} over {tol:.0e}"))
+    }
 }
 
 /// The error measure of [`check_change`] (`want_after` is a stored summary, or the full tensor).
@@ -253,14 +349,23 @@ pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result
     let sa = summary(after);
     if want_after.len() != sa.len() {
         if want_after.len() != after.len() {
-            return Err(format!("stored {} values, tensor has {}", want_after.len(), after.len()));
+            return Err(format!(
+                "stored {} values, tensor has {}",
+                want_after.len(),
+                after.len()
+            ));
         }
         let d_got: Vec<f32> = after.iter().zip(before).map(|(a, b)| a - b).collect();
         let d_want: Vec<f32> = want_after.iter().zip(before).map(|(a, b)| a - b).collect();
         return Ok(errors(&d_got, &d_want).rel_l2);
     }
     let n = after.len().max(1);
-    let scale: f64 = after.iter().zip(before).map(|(a, b)| ((*a as f64) - (*b as f64)).abs()).sum::<f64>().max(1e-30);
+    let scale: f64 = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| ((*a as f64) - (*b as f64)).abs())
+        .sum::<f64>()
+        .max(1e-30);
     let quant_sum: f64 = before.iter().map(|&b| 2.0 * f32_ulp(b)).sum();
     let m = n.min(64);
     let mut worst = 0f64;
@@ -271,7 +376,10 @@ pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result
             (scale, quant_sum)
         } else {
             let w = before[(i - 3) * n / m];
-            (got.abs().max(want.abs()) + scale / n as f64, 2.0 * f32_ulp(w))
+            (
+                got.abs().max(want.abs()) + scale / n as f64,
+                2.0 * f32_ulp(w),
+            )
         };
         let e = ((got - want).abs() - floor).max(0.0) / denom;
         worst = worst.max(if e.is_nan() { f64::INFINITY } else { e });
@@ -283,13 +391,34 @@ pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result
 /// For a gradient that is a near-cancelling sum (a bias whose layer output is renormalised),
 /// the floor is the norm of the same layer's weight gradient: float32 leaves an absolute
 /// error of that scale times ~1e-7 however small the cancelled result is.
-pub fn check_rel_l2_floor(what: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) -> Result<(), String> {
+pub fn check_rel_l2_floor(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    tol: f64,
+    floor: f64,
+) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{what}: {} values, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
-    let d: f64 = got.iter().zip(want).map(|(g, w)| ((*g as f64) - (*w as f64)).powi(2)).sum::<f64>().sqrt();
+    let d: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| ((*g as f64) - (*w as f64)).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let w: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt();
     let e = d / w.max(floor).max(1e-30);
-    println!("{what:<48} rel_l2 {e:.3e} (reference norm {w:.3e}, floor {floor:.3e}; tol {tol:.0e})");
-    if e <= tol { Ok(()) } else { Err(format!("{what}: relative L2 error {e:.3e} over {tol:.0e}")) }
+    println!(
+        "{what:<48} rel_l2 {e:.3e} (reference norm {w:.3e}, floor {floor:.3e}; tol {tol:.0e})"
+    );
+    if e <= tol {
+        Ok(())
+    } else {
+        Err(format!("{what}: relative L2 error {e:.3e} over {tol:.0e}"))
+    }
 }

@@ -25,14 +25,14 @@
 pub mod error;
 pub mod golden;
 
-pub mod gpu;
-pub mod tensor;
 pub mod autograd;
+pub mod gpu;
+pub mod infer;
+pub mod nn;
 pub mod ops;
 pub mod reference;
-pub mod nn;
-pub mod infer;
 pub mod ssnet;
+pub mod tensor;
 pub mod train;
 
 pub mod data;

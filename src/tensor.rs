@@ -41,7 +41,14 @@ pub struct Tensor(pub(crate) Arc<Inner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor(#{} {:?} {:?}{})", self.0.id, self.0.dtype, self.0.shape, if self.requires_grad() { " grad" } else { "" })
+        write!(
+            f,
+            "Tensor(#{} {:?} {:?}{})",
+            self.0.id,
+            self.0.dtype,
+            self.0.shape,
+            if self.requires_grad() { " grad" } else { "" }
+        )
     }
 }
 
@@ -50,26 +57,55 @@ pub fn numel(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
-    pub(crate) fn from_storage(gpu: &Arc<Gpu>, storage: Arc<Storage>, shape: Vec<usize>, dtype: DType) -> Tensor {
-        Tensor(Arc::new(Inner { id: next_id(), shape, dtype, storage, gpu: gpu.clone(), requires_grad: false, node: None }))
+    pub(crate) fn from_storage(
+        gpu: &Arc<Gpu>,
+        storage: Arc<Storage>,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: next_id(),
+            shape,
+            dtype,
+            storage,
+            gpu: gpu.clone(),
+            requires_grad: false,
+            node: None,
+        }))
     }
 
     /// Upload f32 data with the given shape.
     pub fn from_f32(gpu: &Arc<Gpu>, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         if data.len() != numel(shape) {
-            return Err(Error::op("tensor upload", format!("{} values for shape {shape:?}", data.len())));
+            return Err(Error::op(
+                "tensor upload",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
         }
         let s = gpu.upload(bytemuck::cast_slice(data), "tensor upload")?;
-        Ok(Self::from_storage(gpu, Arc::new(s), shape.to_vec(), DType::F32))
+        Ok(Self::from_storage(
+            gpu,
+            Arc::new(s),
+            shape.to_vec(),
+            DType::F32,
+        ))
     }
 
     /// Upload u32 data (labels, masks, indices).
     pub fn from_u32(gpu: &Arc<Gpu>, data: &[u32], shape: &[usize]) -> Result<Tensor> {
         if data.len() != numel(shape) {
-            return Err(Error::op("tensor upload", format!("{} values for shape {shape:?}", data.len())));
+            return Err(Error::op(
+                "tensor upload",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
         }
         let s = gpu.upload(bytemuck::cast_slice(data), "tensor upload")?;
-        Ok(Self::from_storage(gpu, Arc::new(s), shape.to_vec(), DType::U32))
+        Ok(Self::from_storage(
+            gpu,
+            Arc::new(s),
+            shape.to_vec(),
+            DType::U32,
+        ))
     }
 
     /// An uninitialised tensor from the pool; every op that calls this writes all of it.
@@ -134,7 +170,12 @@ impl Tensor {
 
     /// The same values, cut from the tape (same buffer, no gradient).
     pub fn detach(&self) -> Tensor {
-        Tensor::from_storage(&self.0.gpu, self.0.storage.clone(), self.0.shape.clone(), self.0.dtype)
+        Tensor::from_storage(
+            &self.0.gpu,
+            self.0.storage.clone(),
+            self.0.shape.clone(),
+            self.0.dtype,
+        )
     }
 
     /// Whether two tensors share one device buffer.
@@ -145,11 +186,25 @@ impl Tensor {
     /// A view with another shape of the same number of elements (on the tape).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
-            return Err(Error::op("reshape", format!("{:?} ({} elements) to {shape:?}", self.shape(), self.numel())));
+            return Err(Error::op(
+                "reshape",
+                format!(
+                    "{:?} ({} elements) to {shape:?}",
+                    self.shape(),
+                    self.numel()
+                ),
+            ));
         }
-        let out = Tensor::from_storage(&self.0.gpu, self.0.storage.clone(), shape.to_vec(), self.0.dtype);
+        let out = Tensor::from_storage(
+            &self.0.gpu,
+            self.0.storage.clone(),
+            shape.to_vec(),
+            self.0.dtype,
+        );
         let old = self.shape().to_vec();
-        Ok(autograd::record("reshape", out, &[self], move |g, _| Ok(vec![Some(g.reshape(&old)?)])))
+        Ok(autograd::record("reshape", out, &[self], move |g, _| {
+            Ok(vec![Some(g.reshape(&old)?)])
+        }))
     }
 
     /// Copy to the CPU as f32 (submits pending work and waits).
@@ -157,7 +212,9 @@ impl Tensor {
         if self.dtype() != DType::F32 {
             return Err(Error::op("readback", format!("{self:?} is not f32")));
         }
-        let bytes = self.gpu().read_bytes(self.buffer(), self.numel() as u64 * 4)?;
+        let bytes = self
+            .gpu()
+            .read_bytes(self.buffer(), self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -166,14 +223,19 @@ impl Tensor {
         if self.dtype() != DType::U32 {
             return Err(Error::op("readback", format!("{self:?} is not u32")));
         }
-        let bytes = self.gpu().read_bytes(self.buffer(), self.numel() as u64 * 4)?;
+        let bytes = self
+            .gpu()
+            .read_bytes(self.buffer(), self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// A scalar (single-element) tensor's value.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::op("item", format!("{self:?} has {} elements", self.numel())));
+            return Err(Error::op(
+                "item",
+                format!("{self:?} has {} elements", self.numel()),
+            ));
         }
         Ok(self.to_f32()?[0])
     }
@@ -182,11 +244,16 @@ impl Tensor {
     /// buffers loaded from checkpoints; ordered after every op recorded so far.
     pub fn write_f32(&self, data: &[f32]) -> Result<()> {
         if data.len() != self.numel() || self.dtype() != DType::F32 {
-            return Err(Error::op("tensor write", format!("{} f32 values into {self:?}", data.len())));
+            return Err(Error::op(
+                "tensor write",
+                format!("{} f32 values into {self:?}", data.len()),
+            ));
         }
         let gpu = self.gpu();
         let tmp = gpu.upload(bytemuck::cast_slice(data), "tensor write")?;
-        gpu.with_encoder(|e| e.copy_buffer_to_buffer(&tmp.buf, 0, self.buffer(), 0, data.len() as u64 * 4));
+        gpu.with_encoder(|e| {
+            e.copy_buffer_to_buffer(&tmp.buf, 0, self.buffer(), 0, data.len() as u64 * 4)
+        });
         Ok(())
     }
 
@@ -199,14 +266,19 @@ impl Tensor {
         if self.numel() == 0 || self.same_storage(src) {
             return Ok(());
         }
-        self.gpu().with_encoder(|e| e.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, self.numel() as u64 * 4));
+        self.gpu().with_encoder(|e| {
+            e.copy_buffer_to_buffer(src.buffer(), 0, self.buffer(), 0, self.numel() as u64 * 4)
+        });
         Ok(())
     }
 
     /// Check the shape, naming the op.
     pub fn expect_shape(&self, op: &str, shape: &[usize]) -> Result<()> {
         if self.shape() != shape {
-            return Err(Error::op(op, format!("expected shape {shape:?}, got {:?}", self.shape())));
+            return Err(Error::op(
+                op,
+                format!("expected shape {shape:?}, got {:?}", self.shape()),
+            ));
         }
         Ok(())
     }

@@ -29,7 +29,11 @@ mod tol {
 #[allow(dead_code)]
 fn verdict(results: Vec<Result<(), String>>) {
     let fails: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
-    assert!(fails.is_empty(), "golden mismatch:\n  {}", fails.join("\n  "));
+    assert!(
+        fails.is_empty(),
+        "golden mismatch:\n  {}",
+        fails.join("\n  ")
+    );
 }
 
 include!("golden/ops.rs");
@@ -44,13 +48,27 @@ include!("golden/ssnet.rs");
 #[test]
 fn coverage() {
     let dir = ssnet::golden::golden_dir();
-    assert!(dir.is_dir(), "golden fixture directory {} not found (set SSNET_GOLDEN_DIR)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "golden fixture directory {} not found (set SSNET_GOLDEN_DIR)",
+        dir.display()
+    );
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe).args(["--list", "--format", "terse"]).output().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
-    let tests: std::collections::HashSet<&str> = listed.lines().filter_map(|l| l.strip_suffix(": test")).collect();
+    let tests: std::collections::HashSet<&str> = listed
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
     let mut missing = vec![];
-    let mut folders: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    let mut folders: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
     folders.sort_by_key(|e| e.file_name());
     for f in folders {
         let folder = f.file_name().to_string_lossy().to_string();
@@ -58,7 +76,9 @@ fn coverage() {
         files.sort_by_key(|e| e.file_name());
         for file in files {
             let name = file.file_name().to_string_lossy().to_string();
-            let Some(stem) = name.strip_suffix(".safetensors") else { continue };
+            let Some(stem) = name.strip_suffix(".safetensors") else {
+                continue;
+            };
             // The *_init fixtures are starting weights that other fixtures load, not tests.
             if stem.ends_with("_init") {
                 continue;
@@ -69,8 +89,20 @@ fn coverage() {
             }
         }
     }
-    println!("fixtures without a test: {}", if missing.is_empty() { "none".to_string() } else { missing.join(", ") });
+    println!(
+        "fixtures without a test: {}",
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
+    );
     if std::env::var("SSNET_GOLDEN_REQUIRE_ALL").as_deref() == Ok("1") {
-        assert!(missing.is_empty(), "SSNET_GOLDEN_REQUIRE_ALL=1 and {} fixtures have no test: {}", missing.len(), missing.join(", "));
+        assert!(
+            missing.is_empty(),
+            "SSNET_GOLDEN_REQUIRE_ALL=1 and {} fixtures have no test: {}",
+            missing.len(),
+            missing.join(", ")
+        );
     }
 }

@@ -643,6 +643,10 @@ fn cli_la_preset_trains_and_resumes() {
         "1",
         "--patch",
         "16x16x16",
+        "--batch-size",
+        "2",
+        "--labeled-bs",
+        "1",
         "--out",
         o,
     ]);

@@ -124,7 +124,10 @@ pub fn backward(loss: &Tensor) -> Result<Grads> {
 pub fn backward_wrt(loss: &Tensor, wrt: &[&Tensor]) -> Result<Grads> {
     for t in wrt {
         if !t.is_grad_leaf() {
-            return Err(Error::op("backward_wrt", format!("{t:?} is not a leaf marked with_grad()")));
+            return Err(Error::op(
+                "backward_wrt",
+                format!("{t:?} is not a leaf marked with_grad()"),
+            ));
         }
     }
     let ids: HashSet<u64> = wrt.iter().map(|t| t.id()).collect();
@@ -141,13 +144,19 @@ fn run(root: &Tensor, wrt: Option<&HashSet<u64>>, upstream: Option<&Tensor>) -> 
     let seed = match upstream {
         Some(u) => {
             if u.shape() != root.shape() {
-                return Err(Error::op("backward", format!("upstream {:?} for output {:?}", u.shape(), root.shape())));
+                return Err(Error::op(
+                    "backward",
+                    format!("upstream {:?} for output {:?}", u.shape(), root.shape()),
+                ));
             }
             u.clone()
         }
         None => {
             if root.numel() != 1 {
-                return Err(Error::op("backward", format!("loss must have one element, got {:?}", root.shape())));
+                return Err(Error::op(
+                    "backward",
+                    format!("loss must have one element, got {:?}", root.shape()),
+                ));
             }
             Tensor::full(root.gpu(), root.shape(), 1.0)?
         }
@@ -194,7 +203,9 @@ fn run(root: &Tensor, wrt: Option<&HashSet<u64>>, upstream: Option<&Tensor>) -> 
     let mut pending: HashMap<u64, Tensor> = HashMap::new();
     pending.insert(root_node.seq, seed);
     for &s in order.iter().rev() {
-        let Some(g) = pending.remove(&s) else { continue };
+        let Some(g) = pending.remove(&s) else {
+            continue;
+        };
         if !leads.contains(&s) {
             continue;
         }
@@ -208,20 +219,29 @@ fn run(root: &Tensor, wrt: Option<&HashSet<u64>>, upstream: Option<&Tensor>) -> 
                 None => false,
             })
             .collect();
-        let f = node
-            .backward
-            .lock()
-            .unwrap()
-            .take()
-            .ok_or_else(|| Error::op(node.name, "backward through this op a second time (its saved tensors are freed)"))?;
+        let f = node.backward.lock().unwrap().take().ok_or_else(|| {
+            Error::op(
+                node.name,
+                "backward through this op a second time (its saved tensors are freed)",
+            )
+        })?;
         // Backward runs off the tape: gradients are plain values.
         let gins = no_grad(|| f(&g, &needed))?;
         drop(g);
         if gins.len() != node.inputs.len() {
-            return Err(Error::op(node.name, format!("backward returned {} gradients for {} inputs", gins.len(), node.inputs.len())));
+            return Err(Error::op(
+                node.name,
+                format!(
+                    "backward returned {} gradients for {} inputs",
+                    gins.len(),
+                    node.inputs.len()
+                ),
+            ));
         }
         for ((e, gi), need) in node.inputs.iter().zip(gins).zip(&needed) {
-            let (Some(e), Some(gi), true) = (e, gi, *need) else { continue };
+            let (Some(e), Some(gi), true) = (e, gi, *need) else {
+                continue;
+            };
             match e {
                 Edge::Leaf(id) => accumulate(&mut grads.map, *id, gi)?,
                 Edge::Node(m) => accumulate(&mut pending, m.seq, gi)?,

@@ -44,7 +44,8 @@ pub fn forward_gflop(arch: Arch, shape: &[usize], num_classes: usize) -> f64 {
     let n = shape[0] as f64;
     let vox = |div: usize| -> f64 { shape[2..].iter().map(|&s| (s / div) as f64).product() };
     let mut f = 0.0;
-    let mut conv = |v: f64, cout: usize, cin: usize, k3: usize| f += 2.0 * n * v * (cout * cin * k3) as f64;
+    let mut conv =
+        |v: f64, cout: usize, cin: usize, k3: usize| f += 2.0 * n * v * (cout * cin * k3) as f64;
     match arch {
         Arch::VNet => {
             let c = [16usize, 32, 64, 128, 256];
@@ -52,7 +53,12 @@ pub fn forward_gflop(arch: Arch, shape: &[usize], num_classes: usize) -> f64 {
             for lvl in 0..5 {
                 let v = vox(1 << lvl);
                 for s in 0..stages[lvl] {
-                    conv(v, c[lvl], if s == 0 && lvl == 0 { shape[1] } else { c[lvl] }, 27);
+                    conv(
+                        v,
+                        c[lvl],
+                        if s == 0 && lvl == 0 { shape[1] } else { c[lvl] },
+                        27,
+                    );
                 }
                 if lvl < 4 {
                     conv(vox(2 << lvl), c[lvl + 1], c[lvl], 8); // down
@@ -85,7 +91,13 @@ pub fn forward_gflop(arch: Arch, shape: &[usize], num_classes: usize) -> f64 {
 }
 
 /// A synthetic batch: smooth random intensities and a sphere (3D) / disc (2D) label.
-fn batch(gpu: &Arc<Gpu>, shape: &[usize], labeled: usize, classes: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+fn batch(
+    gpu: &Arc<Gpu>,
+    shape: &[usize],
+    labeled: usize,
+    classes: usize,
+    seed: u64,
+) -> Result<(Tensor, Tensor)> {
     let x = crate::ops::uniform(gpu, shape, seed)?;
     let sp = &shape[2..];
     let per: usize = sp.iter().product();
@@ -101,7 +113,11 @@ fn batch(gpu: &Arc<Gpu>, shape: &[usize], labeled: usize, classes: usize, seed: 
                 r2 += t * t;
             }
             let r = r2.sqrt();
-            lab[n * per + i] = if r < 0.3 { (1 + (r * 10.0) as usize % (classes - 1)) as u32 } else { 0 };
+            lab[n * per + i] = if r < 0.3 {
+                (1 + (r * 10.0) as usize % (classes - 1)) as u32
+            } else {
+                0
+            };
         }
     }
     let mut ls = vec![labeled];
@@ -109,21 +125,50 @@ fn batch(gpu: &Arc<Gpu>, shape: &[usize], labeled: usize, classes: usize, seed: 
     Ok((x, Tensor::from_u32(gpu, &lab, &ls)?))
 }
 
-fn time_iterations(gpu: &Arc<Gpu>, arch: Arch, shape: &[usize], classes: usize, warmup: usize, reps: usize) -> Result<(Timing, u64)> {
-    let model = Model::init(gpu, ModelConfig { arch, in_channels: 1, num_classes: classes }, 1337)?;
-    let mut cfg = if arch == Arch::VNet { TrainerConfig::la() } else { TrainerConfig::acdc() };
+fn time_iterations(
+    gpu: &Arc<Gpu>,
+    arch: Arch,
+    shape: &[usize],
+    classes: usize,
+    warmup: usize,
+    reps: usize,
+) -> Result<(Timing, u64)> {
+    let model = Model::init(
+        gpu,
+        ModelConfig {
+            arch,
+            in_channels: 1,
+            num_classes: classes,
+        },
+        1337,
+    )?;
+    let mut cfg = if arch == Arch::VNet {
+        TrainerConfig::la()
+    } else {
+        TrainerConfig::acdc()
+    };
     cfg.labeled_bs = shape[0] / 2;
     let mut trainer = Trainer::new(model, cfg);
     let (x, labels) = batch(gpu, shape, shape[0] / 2, classes, 7)?;
     for i in 0..warmup {
-        trainer.step(&StepInputs { x: &x, labels: &labels, rand_u: None, seed: i as u64 })?;
+        trainer.step(&StepInputs {
+            x: &x,
+            labels: &labels,
+            rand_u: None,
+            seed: i as u64,
+        })?;
     }
     gpu.sync()?;
     gpu.reset_peak();
     let mut ms = vec![];
     for i in 0..reps.max(1) {
         let t = Instant::now();
-        trainer.step(&StepInputs { x: &x, labels: &labels, rand_u: None, seed: 1000 + i as u64 })?;
+        trainer.step(&StepInputs {
+            x: &x,
+            labels: &labels,
+            rand_u: None,
+            seed: 1000 + i as u64,
+        })?;
         gpu.sync()?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
@@ -131,11 +176,27 @@ fn time_iterations(gpu: &Arc<Gpu>, arch: Arch, shape: &[usize], classes: usize, 
     let med = ms[ms.len() / 2];
     let gflop = 9.0 * forward_gflop(arch, shape, classes);
     let peak = gpu.pool_stats().peak_allocated;
-    Ok((Timing { ms: med, gflop, gflops: gflop / (med / 1e3), batch: shape.to_vec() }, peak))
+    Ok((
+        Timing {
+            ms: med,
+            gflop,
+            gflops: gflop / (med / 1e3),
+            batch: shape.to_vec(),
+        },
+        peak,
+    ))
 }
 
 fn time_inference(gpu: &Arc<Gpu>, shape: &[usize], warmup: usize, reps: usize) -> Result<Timing> {
-    let model = Model::init(gpu, ModelConfig { arch: Arch::VNet, in_channels: 1, num_classes: 2 }, 1337)?;
+    let model = Model::init(
+        gpu,
+        ModelConfig {
+            arch: Arch::VNet,
+            in_channels: 1,
+            num_classes: 2,
+        },
+        1337,
+    )?;
     let x = crate::ops::uniform(gpu, shape, 3)?;
     let run = || -> Result<()> {
         crate::autograd::no_grad(|| -> Result<()> {
@@ -158,17 +219,43 @@ fn time_inference(gpu: &Arc<Gpu>, shape: &[usize], warmup: usize, reps: usize) -
     ms.sort_by(f64::total_cmp);
     let med = ms[ms.len() / 2];
     let gflop = forward_gflop(Arch::VNet, shape, 2);
-    Ok(Timing { ms: med, gflop, gflops: gflop / (med / 1e3), batch: shape.to_vec() })
+    Ok(Timing {
+        ms: med,
+        gflop,
+        gflops: gflop / (med / 1e3),
+        batch: shape.to_vec(),
+    })
 }
 
 /// Run the whole benchmark. `full`: the reference's sizes; else tiny shapes for CI.
-pub fn run(gpu: &Arc<Gpu>, full: bool, warmup: usize, reps: usize, layers: bool) -> Result<BenchReport> {
-    let (s3, s2, si): (Vec<usize>, Vec<usize>, Vec<usize>) =
-        if full { (vec![4, 1, 112, 112, 80], vec![24, 1, 256, 256], vec![1, 1, 112, 112, 80]) } else { (vec![4, 1, 16, 16, 16], vec![4, 1, 32, 32], vec![1, 1, 16, 16, 16]) };
+pub fn run(
+    gpu: &Arc<Gpu>,
+    full: bool,
+    warmup: usize,
+    reps: usize,
+    layers: bool,
+) -> Result<BenchReport> {
+    let (s3, s2, si): (Vec<usize>, Vec<usize>, Vec<usize>) = if full {
+        (
+            vec![4, 1, 112, 112, 80],
+            vec![24, 1, 256, 256],
+            vec![1, 1, 112, 112, 80],
+        )
+    } else {
+        (
+            vec![4, 1, 16, 16, 16],
+            vec![4, 1, 32, 32],
+            vec![1, 1, 16, 16, 16],
+        )
+    };
     let (iteration3d, peak3) = time_iterations(gpu, Arch::VNet, &s3, 2, warmup, reps)?;
     let (iteration2d, peak2) = time_iterations(gpu, Arch::UNet, &s2, 4, warmup, reps)?;
     let inference3d = time_inference(gpu, &si, warmup, reps)?;
-    let layers = if layers { conv_layer_table(gpu, full, reps)? } else { vec![] };
+    let layers = if layers {
+        conv_layer_table(gpu, full, reps)?
+    } else {
+        vec![]
+    };
     Ok(BenchReport {
         engine: "ssnet-wgpu".into(),
         adapter: gpu.describe(),
@@ -186,8 +273,16 @@ pub fn run(gpu: &Arc<Gpu>, full: bool, warmup: usize, reps: usize, layers: bool)
 /// FP32 peak of well-known cards in TFLOP/s (by name substring), for "% of peak".
 pub fn known_fp32_peak_tflops(name: &str) -> Option<f64> {
     let n = name.to_lowercase();
-    [("h200", 67.0), ("h100", 67.0), ("a100", 19.5), ("rtx 4090", 82.6), ("rtx 3090", 35.6), ("mi300x", 163.4), ("mi250", 47.9)]
-        .iter()
-        .find(|(k, _)| n.contains(k))
-        .map(|&(_, v)| v)
+    [
+        ("h200", 67.0),
+        ("h100", 67.0),
+        ("a100", 19.5),
+        ("rtx 4090", 82.6),
+        ("rtx 3090", 35.6),
+        ("mi300x", 163.4),
+        ("mi250", 47.9),
+    ]
+    .iter()
+    .find(|(k, _)| n.contains(k))
+    .map(|&(_, v)| v)
 }

@@ -38,28 +38,57 @@ pub struct BenchArgs {
 }
 
 fn row(name: &str, t: &Timing, peak: Option<f64>) {
-    let pct = peak.map_or("-".to_string(), |p| format!("{:.1}%", t.gflops / (p * 1e3) * 100.0));
-    println!("{name:<34} {:>10.2} {:>10.1} {:>10.1} {:>8}  {:?}", t.ms, t.gflop, t.gflops, pct, t.batch);
+    let pct = peak.map_or("-".to_string(), |p| {
+        format!("{:.1}%", t.gflops / (p * 1e3) * 100.0)
+    });
+    println!(
+        "{name:<34} {:>10.2} {:>10.1} {:>10.1} {:>8}  {:?}",
+        t.ms, t.gflop, t.gflops, pct, t.batch
+    );
 }
 
 pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     let gpu = Gpu::new(device)?;
-    let peak = a.peak_tflops.or_else(|| known_fp32_peak_tflops(&gpu.info.name));
+    let peak = a
+        .peak_tflops
+        .or_else(|| known_fp32_peak_tflops(&gpu.info.name));
     println!("adapter: {}", gpu.describe());
-    let rep = run_bench(&gpu, a.size == Size::Full, a.warmup, a.reps.max(1), !a.no_layers)?;
-    println!("{:<34} {:>10} {:>10} {:>10} {:>8}  batch", "what", "ms", "GFLOP", "GFLOP/s", "% peak");
+    let rep = run_bench(
+        &gpu,
+        a.size == Size::Full,
+        a.warmup,
+        a.reps.max(1),
+        !a.no_layers,
+    )?;
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8}  batch",
+        "what", "ms", "GFLOP", "GFLOP/s", "% peak"
+    );
     row("SS-Net 3D iteration (VNet)", &rep.iteration3d, peak);
     row("SS-Net 2D iteration (UNet)", &rep.iteration2d, peak);
     row("VNet inference, one patch", &rep.inference3d, peak);
-    println!("peak GPU memory allocated: 3D {:.2} GiB, 2D {:.2} GiB", rep.peak_memory_3d_bytes as f64 / (1u64 << 30) as f64, rep.peak_memory_2d_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "peak GPU memory allocated: 3D {:.2} GiB, 2D {:.2} GiB",
+        rep.peak_memory_3d_bytes as f64 / (1u64 << 30) as f64,
+        rep.peak_memory_2d_bytes as f64 / (1u64 << 30) as f64
+    );
     if !rep.layers.is_empty() {
-        println!("{:<6} {:<36} {:<28} {:<11} {:>9} {:>9} {:>9} {:>7}", "net", "layer", "shape", "pass", "ms", "GFLOP", "GFLOP/s", "% peak");
+        println!(
+            "{:<6} {:<36} {:<28} {:<11} {:>9} {:>9} {:>9} {:>7}",
+            "net", "layer", "shape", "pass", "ms", "GFLOP", "GFLOP/s", "% peak"
+        );
         for l in &rep.layers {
-            let pct = peak.map_or("-".to_string(), |p| format!("{:.1}%", l.gflops / (p * 1e3) * 100.0));
-            println!("{:<6} {:<36} {:<28} {:<11} {:>9.3} {:>9.2} {:>9.1} {:>7}", l.net, l.layer, l.shape, l.pass, l.ms, l.gflop, l.gflops, pct);
+            let pct = peak.map_or("-".to_string(), |p| {
+                format!("{:.1}%", l.gflops / (p * 1e3) * 100.0)
+            });
+            println!(
+                "{:<6} {:<36} {:<28} {:<11} {:>9.3} {:>9.2} {:>9.1} {:>7}",
+                l.net, l.layer, l.shape, l.pass, l.ms, l.gflop, l.gflops, pct
+            );
         }
     }
-    let json = serde_json::to_string(&rep).map_err(|e| Error::msg(format!("bench: cannot serialise the report: {e}")))?;
+    let json = serde_json::to_string(&rep)
+        .map_err(|e| Error::msg(format!("bench: cannot serialise the report: {e}")))?;
     if let Some(p) = &a.json {
         crate::nn::checkpoint::atomic_write(p, json.as_bytes())?;
     }

@@ -11,7 +11,11 @@ pub struct DevicesArgs {
 fn human(bytes: u64) -> String {
     const G: f64 = (1u64 << 30) as f64;
     const M: f64 = (1u64 << 20) as f64;
-    if bytes as f64 >= G { format!("{:.1} GiB", bytes as f64 / G) } else { format!("{:.0} MiB", bytes as f64 / M) }
+    if bytes as f64 >= G {
+        format!("{:.1} GiB", bytes as f64 / G)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / M)
+    }
 }
 
 pub fn run(a: DevicesArgs) -> crate::Result<()> {
@@ -38,8 +42,14 @@ pub fn run(a: DevicesArgs) -> crate::Result<()> {
         return Ok(());
     }
     for r in &list {
-        println!("[{}] {} ({}, {})", r.index, r.name, r.backend, r.device_type);
-        println!("    driver: {}", if r.driver.is_empty() { "-" } else { &r.driver });
+        println!(
+            "[{}] {} ({}, {})",
+            r.index, r.name, r.backend, r.device_type
+        );
+        println!(
+            "    driver: {}",
+            if r.driver.is_empty() { "-" } else { &r.driver }
+        );
         println!(
             "    max storage binding {}, max buffer {}, workgroup storage {} KiB, {} invocations/workgroup",
             human(r.max_storage_binding),
@@ -47,8 +57,19 @@ pub fn run(a: DevicesArgs) -> crate::Result<()> {
             r.max_workgroup_storage / 1024,
             r.max_invocations
         );
-        let coop = if r.cooperative_matrix > 0 { format!(" ({} cooperative-matrix configs)", r.cooperative_matrix) } else { String::new() };
-        println!("    features: {}{coop}", if r.features.is_empty() { "-".to_string() } else { r.features.join(", ") });
+        let coop = if r.cooperative_matrix > 0 {
+            format!(" ({} cooperative-matrix configs)", r.cooperative_matrix)
+        } else {
+            String::new()
+        };
+        println!(
+            "    features: {}{coop}",
+            if r.features.is_empty() {
+                "-".to_string()
+            } else {
+                r.features.join(", ")
+            }
+        );
     }
     Ok(())
 }

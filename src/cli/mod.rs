@@ -9,7 +9,11 @@ pub mod predict;
 pub mod train;
 
 #[derive(Parser, Debug)]
-#[command(name = "ssnet", version, about = "SS-Net semi-supervised medical image segmentation on any GPU (wgpu/WGSL)")]
+#[command(
+    name = "ssnet",
+    version,
+    about = "SS-Net semi-supervised medical image segmentation on any GPU (wgpu/WGSL)"
+)]
 pub struct Cli {
     /// GPU to use: an adapter index from `ssnet devices` or a substring of its name.
     #[arg(long, global = true, env = "SSNET_DEVICE")]

@@ -76,8 +76,14 @@ fn features_of_interest(f: wgpu::Features) -> Vec<&'static str> {
         (wgpu::Features::SHADER_F16, "SHADER_F16"),
         (wgpu::Features::SUBGROUP, "SUBGROUP"),
         (wgpu::Features::TIMESTAMP_QUERY, "TIMESTAMP_QUERY"),
-        (wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES, "TIMESTAMP_QUERY_INSIDE_PASSES"),
-        (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "EXPERIMENTAL_COOPERATIVE_MATRIX"),
+        (
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            "TIMESTAMP_QUERY_INSIDE_PASSES",
+        ),
+        (
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            "EXPERIMENTAL_COOPERATIVE_MATRIX",
+        ),
     ] {
         if f.contains(flag) {
             v.push(name);
@@ -94,13 +100,18 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         max_storage_binding: l.max_storage_buffer_binding_size,
         max_buffer_size: l.max_buffer_size,
         max_workgroup_storage: l.max_compute_workgroup_storage_size,
         max_invocations: l.max_compute_invocations_per_workgroup,
         features: features_of_interest(a.features()),
-        cooperative_matrix: if a.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        cooperative_matrix: if a
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
             a.cooperative_matrix_properties().len()
         } else {
             0
@@ -111,7 +122,11 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
 /// Every adapter wgpu can see (for `ssnet devices`).
 pub fn list_adapters() -> Vec<AdapterReport> {
     let inst = instance();
-    adapters(&inst).iter().enumerate().map(|(i, a)| report(i, a)).collect()
+    adapters(&inst)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| report(i, a))
+        .collect()
 }
 
 /// Pick an adapter: `selector` is an index or a case-insensitive name substring; without one,
@@ -120,22 +135,33 @@ fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::
     if adapters.is_empty() {
         return Err(Error::gpu(NO_ADAPTER_HINT));
     }
-    let names = || adapters.iter().enumerate().map(|(i, a)| format!("{i}: {}", a.get_info().name)).collect::<Vec<_>>().join(", ");
+    let names = || {
+        adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match selector.map(str::trim).filter(|s| !s.is_empty()) {
         Some(sel) => {
             if let Ok(i) = sel.parse::<usize>() {
                 let n = adapters.len();
-                return adapters
-                    .into_iter()
-                    .nth(i)
-                    .ok_or_else(|| Error::gpu(format!("--device {i}: only {n} adapters ({})", "see `ssnet devices`")));
+                return adapters.into_iter().nth(i).ok_or_else(|| {
+                    Error::gpu(format!(
+                        "--device {i}: only {n} adapters ({})",
+                        "see `ssnet devices`"
+                    ))
+                });
             }
             let low = sel.to_lowercase();
             let list = names();
             adapters
                 .into_iter()
                 .find(|a| a.get_info().name.to_lowercase().contains(&low))
-                .ok_or_else(|| Error::gpu(format!("--device '{sel}' matches no adapter (have {list})")))
+                .ok_or_else(|| {
+                    Error::gpu(format!("--device '{sel}' matches no adapter (have {list})"))
+                })
         }
         None => {
             let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
@@ -208,7 +234,10 @@ impl Gpu {
         .map_err(|e| Error::gpu(format!("cannot open device on '{}': {e}", info.name)))?;
         // Errors we did not catch in a scope are reported, never a panic in a driver thread.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            eprintln!("ssnet: uncaptured wgpu error: {}", e.to_string().lines().next().unwrap_or(""));
+            eprintln!(
+                "ssnet: uncaptured wgpu error: {}",
+                e.to_string().lines().next().unwrap_or("")
+            );
         }));
         let no_pool = std::env::var("SSNET_NO_POOL").as_deref() == Ok("1");
         Ok(Arc::new(Gpu {
@@ -221,7 +250,14 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(Mutex::new(BufferPool::new(!no_pool))),
-            rec: Mutex::new(Recorder { encoder: None, pass: None, arenas: vec![], arena_used: 0, staged: vec![], dispatches: 0 }),
+            rec: Mutex::new(Recorder {
+                encoder: None,
+                pass: None,
+                arenas: vec![],
+                arena_used: 0,
+                staged: vec![],
+                dispatches: 0,
+            }),
             sync_each: std::env::var("SSNET_SYNC").as_deref() == Ok("1"),
         }))
     }
@@ -273,7 +309,10 @@ impl Gpu {
         if bytes > self.max_binding() {
             return Err(Error::op(
                 what,
-                format!("tensor of {bytes} bytes exceeds the adapter's max storage binding of {} bytes", self.max_binding()),
+                format!(
+                    "tensor of {bytes} bytes exceeds the adapter's max storage binding of {} bytes",
+                    self.max_binding()
+                ),
             ));
         }
         BufferPool::upload(&self.pool, &self.device, data)
@@ -285,10 +324,12 @@ impl Gpu {
             return Ok(x.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file()),
-            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu(format!("shader {}: {e}", shader.file())));
         }
@@ -297,8 +338,17 @@ impl Gpu {
         Ok(module)
     }
 
-    fn pipeline(&self, shader: Shader, entry: &'static str, constants: &[(&'static str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = PipelineKey { shader, entry, constants: constants.iter().map(|&(k, v)| (k, v.to_bits())).collect() };
+    fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey {
+            shader,
+            entry,
+            constants: constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+        };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
@@ -307,16 +357,24 @@ impl Gpu {
         }
         let module = self.module(shader)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-            cache: None,
-        });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::gpu(format!("pipeline {}::{entry}: {e}", shader.file())));
+            return Err(Error::gpu(format!(
+                "pipeline {}::{entry}: {e}",
+                shader.file()
+            )));
         }
         let p = Arc::new(p);
         self.pipelines.lock().unwrap().insert(key, p.clone());
@@ -334,7 +392,9 @@ impl Gpu {
         }
         let y = groups.div_ceil(maxd);
         if y > maxd {
-            return Err(Error::gpu(format!("dispatch of {n} invocations exceeds the adapter's grid")));
+            return Err(Error::gpu(format!(
+                "dispatch of {n} invocations exceeds the adapter's grid"
+            )));
         }
         Ok([groups.div_ceil(y) as u32, y as u32, 1])
     }
@@ -364,7 +424,10 @@ impl Gpu {
     ) -> Result<()> {
         let maxd = self.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > maxd) {
-            return Err(Error::op(entry, format!("grid {groups:?} exceeds the adapter's {maxd} workgroups per dimension")));
+            return Err(Error::op(
+                entry,
+                format!("grid {groups:?} exceeds the adapter's {maxd} workgroups per dimension"),
+            ));
         }
         if groups.contains(&0) {
             return Ok(());
@@ -408,19 +471,38 @@ impl Gpu {
             }),
         }];
         for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(entry), layout: &layout, entries: &entries });
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &layout,
+            entries: &entries,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::op(entry, format!("bind group: {}", e.to_string().lines().next().unwrap_or(""))));
+            return Err(Error::op(
+                entry,
+                format!("bind group: {}", e.to_string().lines().next().unwrap_or("")),
+            ));
         }
         if rec.pass.is_none() {
             if rec.encoder.is_none() {
-                rec.encoder = Some(self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ssnet step") }));
+                rec.encoder = Some(self.device.create_command_encoder(
+                    &wgpu::CommandEncoderDescriptor {
+                        label: Some("ssnet step"),
+                    },
+                ));
             }
             let enc = rec.encoder.as_mut().unwrap();
-            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None }).forget_lifetime();
+            let pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
             rec.pass = Some(pass);
         }
         let pass = rec.pass.as_mut().unwrap();
@@ -451,7 +533,11 @@ impl Gpu {
         let mut rec = self.rec.lock().unwrap();
         rec.pass = None; // ends the pass
         if rec.encoder.is_none() {
-            rec.encoder = Some(self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ssnet step") }));
+            rec.encoder = Some(self.device.create_command_encoder(
+                &wgpu::CommandEncoderDescriptor {
+                    label: Some("ssnet step"),
+                },
+            ));
         }
         f(rec.encoder.as_mut().unwrap())
     }
@@ -460,7 +546,9 @@ impl Gpu {
     pub fn flush(&self) -> Result<()> {
         let mut rec = self.rec.lock().unwrap();
         rec.pass = None;
-        let Some(enc) = rec.encoder.take() else { return Ok(()) };
+        let Some(enc) = rec.encoder.take() else {
+            return Ok(());
+        };
         self.stage_arena(&mut rec);
         rec.arena_used = 0;
         rec.staged.clear();
@@ -470,7 +558,10 @@ impl Gpu {
         self.queue.submit([cb]);
         drop(rec);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::gpu(format!("submit: {}", e.to_string().lines().next().unwrap_or(""))));
+            return Err(Error::gpu(format!(
+                "submit: {}",
+                e.to_string().lines().next().unwrap_or("")
+            )));
         }
         Ok(())
     }
@@ -478,7 +569,10 @@ impl Gpu {
     /// Block until the GPU has finished all submitted work.
     pub fn wait(&self) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
             .map_err(|e| Error::gpu(format!("waiting for the device: {e}")))?;
         Ok(())
     }
@@ -508,7 +602,9 @@ impl Gpu {
         rx.recv()
             .map_err(|_| Error::gpu("readback: map callback never ran"))?
             .map_err(|e| Error::gpu(format!("readback: {e}")))?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::gpu(format!("readback: {e}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::gpu(format!("readback: {e}")))?;
         let mut out = view.to_vec();
         drop(view);
         staging.unmap();
@@ -523,6 +619,9 @@ impl Gpu {
 
     /// Adapter name and backend, for logs.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 }

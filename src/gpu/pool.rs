@@ -41,11 +41,17 @@ fn size_class(bytes: u64) -> u64 {
     b.div_ceil(step) * step
 }
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 impl BufferPool {
     pub fn new(reuse: bool) -> Self {
-        BufferPool { free: HashMap::new(), reuse, stats: PoolStats::default() }
+        BufferPool {
+            free: HashMap::new(),
+            reuse,
+            stats: PoolStats::default(),
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -69,40 +75,79 @@ impl BufferPool {
         self.stats.peak_live = self.stats.peak_live.max(self.stats.live);
     }
 
-    pub fn alloc(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, bytes: u64) -> Result<Storage> {
+    pub fn alloc(
+        pool: &Arc<Mutex<BufferPool>>,
+        device: &wgpu::Device,
+        bytes: u64,
+    ) -> Result<Storage> {
         let class = size_class(bytes);
         let mut p = pool.lock().unwrap();
         if let Some(buf) = p.free.get_mut(&class).and_then(|v| v.pop()) {
             p.stats.reused += 1;
             p.account_live(class);
-            return Ok(Storage { buf, bytes, class, pool: Arc::downgrade(pool) });
+            return Ok(Storage {
+                buf,
+                bytes,
+                class,
+                pool: Arc::downgrade(pool),
+            });
         }
         p.account_new(class);
         drop(p);
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buf = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: class, usage: USAGE, mapped_at_creation: false });
+        let buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             pool.lock().unwrap().stats.allocated -= class;
-            return Err(Error::gpu(format!("out of GPU memory allocating {bytes} bytes: {e}")));
+            return Err(Error::gpu(format!(
+                "out of GPU memory allocating {bytes} bytes: {e}"
+            )));
         }
-        Ok(Storage { buf, bytes, class, pool: Arc::downgrade(pool) })
+        Ok(Storage {
+            buf,
+            bytes,
+            class,
+            pool: Arc::downgrade(pool),
+        })
     }
 
-    pub fn upload(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, data: &[u8]) -> Result<Storage> {
+    pub fn upload(
+        pool: &Arc<Mutex<BufferPool>>,
+        device: &wgpu::Device,
+        data: &[u8],
+    ) -> Result<Storage> {
         let bytes = (data.len() as u64).max(4);
         let class = size_class(bytes);
         pool.lock().unwrap().account_new(class);
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buf = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: class, usage: USAGE, mapped_at_creation: true });
+        let buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: USAGE,
+            mapped_at_creation: true,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::gpu(format!("out of GPU memory allocating {bytes} bytes: {e}")));
+            return Err(Error::gpu(format!(
+                "out of GPU memory allocating {bytes} bytes: {e}"
+            )));
         }
         {
-            let mut view = buf.get_mapped_range_mut(..).map_err(|e| Error::gpu(format!("upload: {e}")))?;
+            let mut view = buf
+                .get_mapped_range_mut(..)
+                .map_err(|e| Error::gpu(format!("upload: {e}")))?;
             view.slice(..data.len()).copy_from_slice(data);
         }
         buf.unmap();
-        Ok(Storage { buf, bytes, class, pool: Arc::downgrade(pool) })
+        Ok(Storage {
+            buf,
+            bytes,
+            class,
+            pool: Arc::downgrade(pool),
+        })
     }
 }
 
@@ -117,7 +162,9 @@ pub struct Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        let Some(pool) = self.pool.upgrade() else { return };
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
         let Ok(mut p) = pool.lock() else { return };
         p.stats.live -= self.class;
         if p.reuse {
@@ -135,7 +182,18 @@ mod tests {
     use super::size_class;
     #[test]
     fn size_classes_cover_and_bound_slack() {
-        for b in [1u64, 255, 256, 257, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for b in [
+            1u64,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            5000,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(b);
             assert!(c >= b && c >= 256, "{b} -> {c}");
             assert!(c <= (b.max(256) as f64 * 1.25) as u64 + 1, "{b} -> {c}");

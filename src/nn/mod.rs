@@ -63,12 +63,21 @@ pub struct Pass {
 }
 
 impl Pass {
-    pub const EVAL: Pass = Pass { bn: BnMode::Eval, dropout: None };
+    pub const EVAL: Pass = Pass {
+        bn: BnMode::Eval,
+        dropout: None,
+    };
     pub fn train(dropout: Option<u64>) -> Pass {
-        Pass { bn: BnMode::Train, dropout }
+        Pass {
+            bn: BnMode::Train,
+            dropout,
+        }
     }
     pub fn frozen(dropout: Option<u64>) -> Pass {
-        Pass { bn: BnMode::Frozen, dropout }
+        Pass {
+            bn: BnMode::Frozen,
+            dropout,
+        }
     }
 }
 
@@ -101,13 +110,22 @@ impl Model {
     /// A model from named values (a checkpoint); every expected tensor must be present with
     /// its shape. `extra` names that are not ours are an error unless they are PyTorch's
     /// `num_batches_tracked` counters.
-    pub fn from_values(gpu: &Arc<Gpu>, cfg: ModelConfig, specs: Vec<ParamSpec>, mut values: BTreeMap<String, Vec<f32>>) -> Result<Model> {
+    pub fn from_values(
+        gpu: &Arc<Gpu>,
+        cfg: ModelConfig,
+        specs: Vec<ParamSpec>,
+        mut values: BTreeMap<String, Vec<f32>>,
+    ) -> Result<Model> {
         let mut params = BTreeMap::new();
         let mut buffers = BTreeMap::new();
         for s in &specs {
-            let v = values
-                .remove(&s.name)
-                .ok_or_else(|| Error::msg(format!("checkpoint has no tensor '{}' ({} model)", s.name, cfg.arch.name())))?;
+            let v = values.remove(&s.name).ok_or_else(|| {
+                Error::msg(format!(
+                    "checkpoint has no tensor '{}' ({} model)",
+                    s.name,
+                    cfg.arch.name()
+                ))
+            })?;
             if v.len() != s.numel() {
                 return Err(Error::msg(format!(
                     "checkpoint tensor '{}' has {} values, the {} model needs shape {:?}",
@@ -127,7 +145,13 @@ impl Model {
         if let Some(extra) = values.keys().find(|k| !k.ends_with("num_batches_tracked")) {
             return Err(Error::msg(format!("checkpoint has tensor '{extra}' that a {} model does not have (another architecture?)", cfg.arch.name())));
         }
-        Ok(Model { cfg, gpu: gpu.clone(), params, buffers, specs })
+        Ok(Model {
+            cfg,
+            gpu: gpu.clone(),
+            params,
+            buffers,
+            specs,
+        })
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
@@ -149,7 +173,12 @@ impl Model {
         self.params
             .get(name)
             .or_else(|| self.buffers.get(name))
-            .ok_or_else(|| Error::msg(format!("{} model has no tensor '{name}'", self.cfg.arch.name())))
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "{} model has no tensor '{name}'",
+                    self.cfg.arch.name()
+                ))
+            })
     }
 
     pub fn num_parameters(&self) -> usize {
@@ -168,7 +197,9 @@ impl Model {
     /// Overwrite parameters and buffers from named values (same names and sizes).
     pub fn load_state(&self, values: &BTreeMap<String, Vec<f32>>) -> Result<()> {
         for (k, t) in self.params.iter().chain(self.buffers.iter()) {
-            let v = values.get(k).ok_or_else(|| Error::msg(format!("state has no tensor '{k}'")))?;
+            let v = values
+                .get(k)
+                .ok_or_else(|| Error::msg(format!("state has no tensor '{k}'")))?;
             t.write_f32(v)?;
         }
         Ok(())
@@ -191,15 +222,31 @@ impl Model {
     }
 
     fn conv3d(&self, x: &Tensor, name: &str, stride: usize, pad: usize) -> Result<Tensor> {
-        ops::conv3d(x, self.get(&format!("{name}.weight"))?, Some(self.get(&format!("{name}.bias"))?), stride, pad)
+        ops::conv3d(
+            x,
+            self.get(&format!("{name}.weight"))?,
+            Some(self.get(&format!("{name}.bias"))?),
+            stride,
+            pad,
+        )
     }
 
     fn conv2d(&self, x: &Tensor, name: &str, pad: usize) -> Result<Tensor> {
-        ops::conv2d(x, self.get(&format!("{name}.weight"))?, Some(self.get(&format!("{name}.bias"))?), 1, pad)
+        ops::conv2d(
+            x,
+            self.get(&format!("{name}.weight"))?,
+            Some(self.get(&format!("{name}.bias"))?),
+            1,
+            pad,
+        )
     }
 
     fn linear(&self, x: &Tensor, name: &str) -> Result<Tensor> {
-        ops::linear(x, self.get(&format!("{name}.weight"))?, Some(self.get(&format!("{name}.bias"))?))
+        ops::linear(
+            x,
+            self.get(&format!("{name}.weight"))?,
+            Some(self.get(&format!("{name}.bias"))?),
+        )
     }
 
     /// Linear → BatchNorm1d → activation → Linear (the heads and selectors).
@@ -211,18 +258,32 @@ impl Model {
 
     /// projection_head: Linear(16, 32) → BN → ReLU → Linear(32, 32), on rows [M, 16].
     pub fn projection_head(&self, rows: &Tensor, bn: BnMode) -> Result<Tensor> {
-        self.mlp(rows, "projection_head", Pass { bn, dropout: None }, Act::Relu)
+        self.mlp(
+            rows,
+            "projection_head",
+            Pass { bn, dropout: None },
+            Act::Relu,
+        )
     }
 
     /// prediction_head: Linear(32, 32) → BN → ReLU → Linear(32, 32).
     pub fn prediction_head(&self, rows: &Tensor, bn: BnMode) -> Result<Tensor> {
-        self.mlp(rows, "prediction_head", Pass { bn, dropout: None }, Act::Relu)
+        self.mlp(
+            rows,
+            "prediction_head",
+            Pass { bn, dropout: None },
+            Act::Relu,
+        )
     }
 
     /// The class-c selector (`memory` = the memory-side one): Linear → BN → LeakyReLU(0.2)
     /// → Linear(32, 1), raw scores [M, 1].
     pub fn selector(&self, c: usize, memory: bool, rows: &Tensor, bn: BnMode) -> Result<Tensor> {
-        let name = if memory { format!("contrastive_class_selector_memory{c}") } else { format!("contrastive_class_selector_{c}") };
+        let name = if memory {
+            format!("contrastive_class_selector_memory{c}")
+        } else {
+            format!("contrastive_class_selector_{c}")
+        };
         self.mlp(rows, &name, Pass { bn, dropout: None }, Act::LeakyRelu(0.2))
     }
 
@@ -232,7 +293,13 @@ impl Model {
         if x.shape().len() != dims + 2 || x.shape()[1] != self.cfg.in_channels {
             return Err(Error::op(
                 "forward",
-                format!("{} expects [N, {}, {}], got {:?}", self.cfg.arch.name(), self.cfg.in_channels, if dims == 3 { "X, Y, Z" } else { "H, W" }, x.shape()),
+                format!(
+                    "{} expects [N, {}, {}], got {:?}",
+                    self.cfg.arch.name(),
+                    self.cfg.in_channels,
+                    if dims == 3 { "X, Y, Z" } else { "H, W" },
+                    x.shape()
+                ),
             ));
         }
         match self.cfg.arch {
@@ -244,7 +311,10 @@ impl Model {
     fn vnet(&self, x: &Tensor, pass: Pass) -> Result<(Tensor, Tensor)> {
         // Four halvings: every spatial size must be divisible by 16.
         if x.shape()[2..].iter().any(|&s| s % 16 != 0 || s == 0) {
-            return Err(Error::op("vnet", format!("spatial size {:?} is not a multiple of 16", &x.shape()[2..])));
+            return Err(Error::op(
+                "vnet",
+                format!("spatial size {:?} is not a multiple of 16", &x.shape()[2..]),
+            ));
         }
         let block = |x: &Tensor, name: &str, stages: usize| -> Result<Tensor> {
             let mut h = x.clone();
@@ -259,7 +329,12 @@ impl Model {
             self.bn(&h, &format!("{name}.conv.1"), pass, Act::Relu)
         };
         let up = |x: &Tensor, name: &str| -> Result<Tensor> {
-            let h = ops::conv_transpose3d(x, self.get(&format!("{name}.conv.0.weight"))?, Some(self.get(&format!("{name}.conv.0.bias"))?), 2)?;
+            let h = ops::conv_transpose3d(
+                x,
+                self.get(&format!("{name}.conv.0.weight"))?,
+                Some(self.get(&format!("{name}.conv.0.bias"))?),
+                2,
+            )?;
             self.bn(&h, &format!("{name}.conv.1"), pass, Act::Relu)
         };
         let drop = |x: &Tensor, layer: u64| -> Result<Tensor> {
@@ -270,14 +345,42 @@ impl Model {
         };
         let x1 = block(x, "encoder.block_one", 1)?;
         let x2 = block(&down(&x1, "encoder.block_one_dw")?, "encoder.block_two", 2)?;
-        let x3 = block(&down(&x2, "encoder.block_two_dw")?, "encoder.block_three", 3)?;
-        let x4 = block(&down(&x3, "encoder.block_three_dw")?, "encoder.block_four", 3)?;
-        let x5 = block(&down(&x4, "encoder.block_four_dw")?, "encoder.block_five", 3)?;
+        let x3 = block(
+            &down(&x2, "encoder.block_two_dw")?,
+            "encoder.block_three",
+            3,
+        )?;
+        let x4 = block(
+            &down(&x3, "encoder.block_three_dw")?,
+            "encoder.block_four",
+            3,
+        )?;
+        let x5 = block(
+            &down(&x4, "encoder.block_four_dw")?,
+            "encoder.block_five",
+            3,
+        )?;
         let x5 = drop(&x5, 1)?;
-        let x6 = block(&ops::add(&up(&x5, "decoder.block_five_up")?, &x4)?, "decoder.block_six", 3)?;
-        let x7 = block(&ops::add(&up(&x6, "decoder.block_six_up")?, &x3)?, "decoder.block_seven", 3)?;
-        let x8 = block(&ops::add(&up(&x7, "decoder.block_seven_up")?, &x2)?, "decoder.block_eight", 2)?;
-        let x9 = block(&ops::add(&up(&x8, "decoder.block_eight_up")?, &x1)?, "decoder.block_nine", 1)?;
+        let x6 = block(
+            &ops::add(&up(&x5, "decoder.block_five_up")?, &x4)?,
+            "decoder.block_six",
+            3,
+        )?;
+        let x7 = block(
+            &ops::add(&up(&x6, "decoder.block_six_up")?, &x3)?,
+            "decoder.block_seven",
+            3,
+        )?;
+        let x8 = block(
+            &ops::add(&up(&x7, "decoder.block_seven_up")?, &x2)?,
+            "decoder.block_eight",
+            2,
+        )?;
+        let x9 = block(
+            &ops::add(&up(&x8, "decoder.block_eight_up")?, &x1)?,
+            "decoder.block_nine",
+            1,
+        )?;
         let x9 = drop(&x9, 2)?;
         let logits = self.conv3d(&x9, "decoder.out_conv", 1, 0)?;
         Ok((logits, x9))
@@ -285,7 +388,10 @@ impl Model {
 
     fn unet(&self, x: &Tensor, pass: Pass) -> Result<(Tensor, Tensor)> {
         if x.shape()[2..].iter().any(|&s| s % 16 != 0 || s == 0) {
-            return Err(Error::op("unet", format!("spatial size {:?} is not a multiple of 16", &x.shape()[2..])));
+            return Err(Error::op(
+                "unet",
+                format!("spatial size {:?} is not a multiple of 16", &x.shape()[2..]),
+            ));
         }
         let leaky = Act::LeakyRelu(0.01);
         // ConvBlock: conv → BN → LeakyReLU → Dropout(p) → conv → BN → LeakyReLU
@@ -304,7 +410,12 @@ impl Model {
         let mut skips = vec![x0];
         for (i, &p) in ps.iter().enumerate().skip(1) {
             let pooled = ops::max_pool2d(&skips[i - 1], 2)?;
-            skips.push(block(&pooled, &format!("encoder.down{i}.maxpool_conv.1"), p, 10 + i as u64)?);
+            skips.push(block(
+                &pooled,
+                &format!("encoder.down{i}.maxpool_conv.1"),
+                p,
+                10 + i as u64,
+            )?);
         }
         let mut h = skips[4].clone();
         for i in 1..5 {

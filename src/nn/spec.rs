@@ -10,9 +10,13 @@ use std::collections::BTreeMap;
 pub enum ParamKind {
     /// A conv / linear weight; PyTorch initialises it kaiming-uniform with a = sqrt(5), i.e.
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    Weight { fan_in: usize },
+    Weight {
+        fan_in: usize,
+    },
     /// A conv / linear bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with the weight's fan_in.
-    Bias { fan_in: usize },
+    Bias {
+        fan_in: usize,
+    },
     /// BatchNorm gamma (1) and beta (0).
     BnWeight,
     BnBias,
@@ -45,22 +49,46 @@ impl Builder {
         let fan_in = inp * k.iter().product::<usize>();
         let mut shape = vec![out, inp];
         shape.extend_from_slice(k);
-        self.push(format!("{name}.weight"), shape, ParamKind::Weight { fan_in });
-        self.push(format!("{name}.bias"), vec![out], ParamKind::Bias { fan_in });
+        self.push(
+            format!("{name}.weight"),
+            shape,
+            ParamKind::Weight { fan_in },
+        );
+        self.push(
+            format!("{name}.bias"),
+            vec![out],
+            ParamKind::Bias { fan_in },
+        );
     }
     /// Transposed conv with weight [in, out, k...]: PyTorch's fan_in is size(1) · Πk.
     fn conv_t(&mut self, name: &str, inp: usize, out: usize, k: &[usize]) {
         let fan_in = out * k.iter().product::<usize>();
         let mut shape = vec![inp, out];
         shape.extend_from_slice(k);
-        self.push(format!("{name}.weight"), shape, ParamKind::Weight { fan_in });
-        self.push(format!("{name}.bias"), vec![out], ParamKind::Bias { fan_in });
+        self.push(
+            format!("{name}.weight"),
+            shape,
+            ParamKind::Weight { fan_in },
+        );
+        self.push(
+            format!("{name}.bias"),
+            vec![out],
+            ParamKind::Bias { fan_in },
+        );
     }
     fn bn(&mut self, name: &str, c: usize) {
         self.push(format!("{name}.weight"), vec![c], ParamKind::BnWeight);
         self.push(format!("{name}.bias"), vec![c], ParamKind::BnBias);
-        self.push(format!("{name}.running_mean"), vec![c], ParamKind::RunningMean);
-        self.push(format!("{name}.running_var"), vec![c], ParamKind::RunningVar);
+        self.push(
+            format!("{name}.running_mean"),
+            vec![c],
+            ParamKind::RunningMean,
+        );
+        self.push(
+            format!("{name}.running_var"),
+            vec![c],
+            ParamKind::RunningVar,
+        );
     }
     fn mlp(&mut self, name: &str, inp: usize, hidden: usize, out: usize) {
         self.conv(&format!("{name}.0"), hidden, inp, &[]);
@@ -72,7 +100,9 @@ impl Builder {
 /// Every parameter and buffer of a model, in a fixed order.
 pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
     if cfg.num_classes < 2 || cfg.in_channels == 0 {
-        return Err(Error::config(format!("a model needs at least 2 classes and 1 input channel, got {cfg:?}")));
+        return Err(Error::config(format!(
+            "a model needs at least 2 classes and 1 input channel, got {cfg:?}"
+        )));
     }
     let mut b = Builder(vec![]);
     let nc = cfg.num_classes;
@@ -83,7 +113,12 @@ pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
             let k2 = [2, 2, 2];
             let block = |b: &mut Builder, name: &str, stages: usize, cin: usize, cout: usize| {
                 for i in 0..stages {
-                    b.conv(&format!("{name}.conv.{}", 3 * i), cout, if i == 0 { cin } else { cout }, &k3);
+                    b.conv(
+                        &format!("{name}.conv.{}", 3 * i),
+                        cout,
+                        if i == 0 { cin } else { cout },
+                        &k3,
+                    );
                     b.bn(&format!("{name}.conv.{}", 3 * i + 1), cout);
                 }
             };
@@ -124,7 +159,12 @@ pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
             };
             block(&mut b, "encoder.in_conv", cfg.in_channels, ch[0]);
             for i in 1..5 {
-                block(&mut b, &format!("encoder.down{i}.maxpool_conv.1"), ch[i - 1], ch[i]);
+                block(
+                    &mut b,
+                    &format!("encoder.down{i}.maxpool_conv.1"),
+                    ch[i - 1],
+                    ch[i],
+                );
             }
             for i in 1..5 {
                 let (c1, c2) = (ch[5 - i], ch[4 - i]);
@@ -137,10 +177,20 @@ pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
     b.mlp("projection_head", EMBED_DIM, FEAT_DIM, FEAT_DIM);
     b.mlp("prediction_head", FEAT_DIM, FEAT_DIM, FEAT_DIM);
     for c in 0..nc {
-        b.mlp(&format!("contrastive_class_selector_{c}"), FEAT_DIM, FEAT_DIM, 1);
+        b.mlp(
+            &format!("contrastive_class_selector_{c}"),
+            FEAT_DIM,
+            FEAT_DIM,
+            1,
+        );
     }
     for c in 0..nc {
-        b.mlp(&format!("contrastive_class_selector_memory{c}"), FEAT_DIM, FEAT_DIM, 1);
+        b.mlp(
+            &format!("contrastive_class_selector_memory{c}"),
+            FEAT_DIM,
+            FEAT_DIM,
+            1,
+        );
     }
     Ok(b.0)
 }
@@ -154,7 +204,9 @@ pub fn init_values(specs: &[ParamSpec], seed: u64) -> BTreeMap<String, Vec<f32>>
         let v: Vec<f32> = match s.kind {
             ParamKind::Weight { fan_in } | ParamKind::Bias { fan_in } => {
                 let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+                (0..n)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect()
             }
             ParamKind::BnWeight | ParamKind::RunningVar => vec![1.0; n],
             ParamKind::BnBias | ParamKind::RunningMean => vec![0.0; n],

@@ -21,12 +21,23 @@ pub(crate) struct EwParams {
 }
 
 fn ew(n: usize, alpha: f32, beta: f32) -> Result<EwParams> {
-    Ok(EwParams { n: u32_of("elementwise", n)?, c: 1, inner: 1, _pad: 0, alpha, beta, _pad2: [0.0; 2] })
+    Ok(EwParams {
+        n: u32_of("elementwise", n)?,
+        c: 1,
+        inner: 1,
+        _pad: 0,
+        alpha,
+        beta,
+        _pad2: [0.0; 2],
+    })
 }
 
 fn same(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::op(op, format!("shapes differ: {:?} and {:?}", a.shape(), b.shape())));
+        return Err(Error::op(
+            op,
+            format!("shapes differ: {:?} and {:?}", a.shape(), b.shape()),
+        ));
     }
     a.expect_dtype(op, DType::F32)?;
     b.expect_dtype(op, DType::F32)
@@ -38,17 +49,35 @@ fn out_like(t: &Tensor, op: &str) -> Result<Tensor> {
 
 /// Fill `t` with `v`, in place.
 pub fn fill_(t: &Tensor, v: f32) -> Result<()> {
-    launch(t.gpu(), Shader::Elementwise, "fill", &ew(t.numel(), v, 0.0)?, &[t.buffer()], t.numel())
+    launch(
+        t.gpu(),
+        Shader::Elementwise,
+        "fill",
+        &ew(t.numel(), v, 0.0)?,
+        &[t.buffer()],
+        t.numel(),
+    )
 }
 
 /// `alpha * a + beta * b` (same shapes).
 pub fn lincomb(a: &Tensor, alpha: f32, b: &Tensor, beta: f32) -> Result<Tensor> {
     same("lincomb", a, b)?;
     let out = out_like(a, "lincomb")?;
-    launch(a.gpu(), Shader::Elementwise, "lincomb_fwd", &ew(a.numel(), alpha, beta)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    launch(
+        a.gpu(),
+        Shader::Elementwise,
+        "lincomb_fwd",
+        &ew(a.numel(), alpha, beta)?,
+        &[a.buffer(), b.buffer(), out.buffer()],
+        a.numel(),
+    )?;
     Ok(record("lincomb", out, &[a, b], move |g, need| {
         Ok(vec![
-            if need[0] { Some(scale(g, alpha)?) } else { None },
+            if need[0] {
+                Some(scale(g, alpha)?)
+            } else {
+                None
+            },
             if need[1] { Some(scale(g, beta)?) } else { None },
         ])
     }))
@@ -71,10 +100,20 @@ pub fn axpy(a: &Tensor, s: f32, b: &Tensor) -> Result<Tensor> {
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same("mul", a, b)?;
     let out = out_like(a, "mul")?;
-    launch(a.gpu(), Shader::Elementwise, "mul_fwd", &ew(a.numel(), 0.0, 0.0)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    launch(
+        a.gpu(),
+        Shader::Elementwise,
+        "mul_fwd",
+        &ew(a.numel(), 0.0, 0.0)?,
+        &[a.buffer(), b.buffer(), out.buffer()],
+        a.numel(),
+    )?;
     let (sa, sb) = (a.detach(), b.detach());
     Ok(record("mul", out, &[a, b], move |g, need| {
-        Ok(vec![if need[0] { Some(mul(g, &sb)?) } else { None }, if need[1] { Some(mul(g, &sa)?) } else { None }])
+        Ok(vec![
+            if need[0] { Some(mul(g, &sb)?) } else { None },
+            if need[1] { Some(mul(g, &sa)?) } else { None },
+        ])
     }))
 }
 
@@ -82,8 +121,17 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn affine(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     x.expect_dtype("affine", DType::F32)?;
     let out = out_like(x, "affine")?;
-    launch(x.gpu(), Shader::Elementwise, "affine_fwd", &ew(x.numel(), alpha, beta)?, &[x.buffer(), out.buffer()], x.numel())?;
-    Ok(record("affine", out, &[x], move |g, _| Ok(vec![Some(scale(g, alpha)?)])))
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "affine_fwd",
+        &ew(x.numel(), alpha, beta)?,
+        &[x.buffer(), out.buffer()],
+        x.numel(),
+    )?;
+    Ok(record("affine", out, &[x], move |g, _| {
+        Ok(vec![Some(scale(g, alpha)?)])
+    }))
 }
 
 /// `s * x`.
@@ -100,16 +148,32 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     x.expect_dtype("leaky_relu", DType::F32)?;
     let out = out_like(x, "leaky_relu")?;
-    launch(x.gpu(), Shader::Elementwise, "leaky_relu_fwd", &ew(x.numel(), slope, 0.0)?, &[x.buffer(), out.buffer()], x.numel())?;
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "leaky_relu_fwd",
+        &ew(x.numel(), slope, 0.0)?,
+        &[x.buffer(), out.buffer()],
+        x.numel(),
+    )?;
     let sx = x.detach();
-    Ok(record("leaky_relu", out, &[x], move |g, _| Ok(vec![Some(leaky_relu_bwd_input(&sx, g, slope)?)])))
+    Ok(record("leaky_relu", out, &[x], move |g, _| {
+        Ok(vec![Some(leaky_relu_bwd_input(&sx, g, slope)?)])
+    }))
 }
 
 /// Input gradient of leaky relu given the forward input.
 pub fn leaky_relu_bwd_input(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor> {
     same("leaky_relu_bwd_input", x, g)?;
     let gx = out_like(x, "leaky_relu_bwd_input")?;
-    launch(x.gpu(), Shader::Elementwise, "leaky_relu_bwd_input", &ew(x.numel(), slope, 0.0)?, &[x.buffer(), g.buffer(), gx.buffer()], x.numel())?;
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "leaky_relu_bwd_input",
+        &ew(x.numel(), slope, 0.0)?,
+        &[x.buffer(), g.buffer(), gx.buffer()],
+        x.numel(),
+    )?;
     Ok(gx)
 }
 
@@ -117,16 +181,32 @@ pub fn leaky_relu_bwd_input(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("sigmoid", DType::F32)?;
     let out = out_like(x, "sigmoid")?;
-    launch(x.gpu(), Shader::Elementwise, "sigmoid_fwd", &ew(x.numel(), 0.0, 0.0)?, &[x.buffer(), out.buffer()], x.numel())?;
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "sigmoid_fwd",
+        &ew(x.numel(), 0.0, 0.0)?,
+        &[x.buffer(), out.buffer()],
+        x.numel(),
+    )?;
     let sy = out.detach();
-    Ok(record("sigmoid", out, &[x], move |g, _| Ok(vec![Some(sigmoid_bwd_input(&sy, g)?)])))
+    Ok(record("sigmoid", out, &[x], move |g, _| {
+        Ok(vec![Some(sigmoid_bwd_input(&sy, g)?)])
+    }))
 }
 
 /// Input gradient of sigmoid given the forward output.
 pub fn sigmoid_bwd_input(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     same("sigmoid_bwd_input", y, g)?;
     let gx = out_like(y, "sigmoid_bwd_input")?;
-    launch(y.gpu(), Shader::Elementwise, "sigmoid_bwd_input", &ew(y.numel(), 0.0, 0.0)?, &[y.buffer(), g.buffer(), gx.buffer()], y.numel())?;
+    launch(
+        y.gpu(),
+        Shader::Elementwise,
+        "sigmoid_bwd_input",
+        &ew(y.numel(), 0.0, 0.0)?,
+        &[y.buffer(), g.buffer(), gx.buffer()],
+        y.numel(),
+    )?;
     Ok(gx)
 }
 
@@ -136,14 +216,36 @@ pub fn bias_add(x: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let sh = x.shape().to_vec();
     if axis >= sh.len() || b.shape() != [sh[axis]] {
-        return Err(Error::op(op, format!("bias {:?} for input {:?} on axis {axis}", b.shape(), sh)));
+        return Err(Error::op(
+            op,
+            format!("bias {:?} for input {:?} on axis {axis}", b.shape(), sh),
+        ));
     }
     let inner: usize = sh[axis + 1..].iter().product();
     let out = out_like(x, op)?;
-    let p = EwParams { n: u32_of(op, x.numel())?, c: sh[axis] as u32, inner: u32_of(op, inner)?, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
-    launch(x.gpu(), Shader::Elementwise, "bias_fwd", &p, &[x.buffer(), b.buffer(), out.buffer()], x.numel())?;
+    let p = EwParams {
+        n: u32_of(op, x.numel())?,
+        c: sh[axis] as u32,
+        inner: u32_of(op, inner)?,
+        _pad: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad2: [0.0; 2],
+    };
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "bias_fwd",
+        &p,
+        &[x.buffer(), b.buffer(), out.buffer()],
+        x.numel(),
+    )?;
     Ok(record(op, out, &[x, b], move |g, need| {
-        let gb = if need[1] { Some(bias_bwd_bias(g, axis)?) } else { None };
+        let gb = if need[1] {
+            Some(bias_bwd_bias(g, axis)?)
+        } else {
+            None
+        };
         Ok(vec![if need[0] { Some(g.clone()) } else { None }, gb])
     }))
 }
@@ -162,17 +264,42 @@ pub fn narrow_batch(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let sh = x.shape().to_vec();
     if sh.is_empty() || start + len > sh[0] || len == 0 {
-        return Err(Error::op(op, format!("samples {start}..{} of {sh:?}", start + len)));
+        return Err(Error::op(
+            op,
+            format!("samples {start}..{} of {sh:?}", start + len),
+        ));
     }
     let per: usize = sh[1..].iter().product();
     let mut oshape = sh.clone();
     oshape[0] = len;
     let out = Tensor::empty(x.gpu(), &oshape, x.dtype(), op)?;
-    let p = EwParams { n: u32_of(op, len * per)?, c: u32_of(op, start * per)?, inner: 1, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
-    launch(x.gpu(), Shader::Elementwise, "copy_range", &p, &[x.buffer(), out.buffer()], len * per)?;
+    let p = EwParams {
+        n: u32_of(op, len * per)?,
+        c: u32_of(op, start * per)?,
+        inner: 1,
+        _pad: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad2: [0.0; 2],
+    };
+    launch(
+        x.gpu(),
+        Shader::Elementwise,
+        "copy_range",
+        &p,
+        &[x.buffer(), out.buffer()],
+        len * per,
+    )?;
     Ok(record(op, out, &[x], move |g, _| {
         let full = Tensor::zeros(g.gpu(), &sh)?;
-        launch(g.gpu(), Shader::Elementwise, "place_range", &p, &[g.buffer(), full.buffer()], len * per)?;
+        launch(
+            g.gpu(),
+            Shader::Elementwise,
+            "place_range",
+            &p,
+            &[g.buffer(), full.buffer()],
+            len * per,
+        )?;
         Ok(vec![Some(full)])
     }))
 }
@@ -181,12 +308,23 @@ pub fn narrow_batch(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
 pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same("div", a, b)?;
     let out = out_like(a, "div")?;
-    launch(a.gpu(), Shader::Elementwise, "div_fwd", &ew(a.numel(), 0.0, 0.0)?, &[a.buffer(), b.buffer(), out.buffer()], a.numel())?;
+    launch(
+        a.gpu(),
+        Shader::Elementwise,
+        "div_fwd",
+        &ew(a.numel(), 0.0, 0.0)?,
+        &[a.buffer(), b.buffer(), out.buffer()],
+        a.numel(),
+    )?;
     let (sb, sq) = (b.detach(), out.detach());
     Ok(record("div", out, &[a, b], move |g, need| {
         // d/da = g / b; d/db = -g · (a / b) / b
         let ga = if need[0] { Some(div(g, &sb)?) } else { None };
-        let gb = if need[1] { Some(scale(&div(&mul(g, &sq)?, &sb)?, -1.0)?) } else { None };
+        let gb = if need[1] {
+            Some(scale(&div(&mul(g, &sq)?, &sb)?, -1.0)?)
+        } else {
+            None
+        };
         Ok(vec![ga, gb])
     }))
 }
@@ -194,11 +332,18 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Single-element tensors gathered into one [k] tensor (for one readback of many scalars);
 /// off the tape.
 pub fn stack_scalars(xs: &[&Tensor]) -> Result<Tensor> {
-    let gpu = xs.first().ok_or_else(|| Error::op("stack_scalars", "no tensors"))?.gpu().clone();
+    let gpu = xs
+        .first()
+        .ok_or_else(|| Error::op("stack_scalars", "no tensors"))?
+        .gpu()
+        .clone();
     let out = Tensor::empty(&gpu, &[xs.len()], DType::F32, "stack_scalars")?;
     for (i, x) in xs.iter().enumerate() {
         if x.numel() != 1 || x.dtype() != DType::F32 {
-            return Err(Error::op("stack_scalars", format!("{x:?} is not a single f32")));
+            return Err(Error::op(
+                "stack_scalars",
+                format!("{x:?} is not a single f32"),
+            ));
         }
         gpu.with_encoder(|e| e.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), i as u64 * 4, 4));
     }
@@ -207,9 +352,28 @@ pub fn stack_scalars(xs: &[&Tensor]) -> Result<Tensor> {
 
 /// U[0, 1) noise of `shape` from `seed`, generated on the GPU (a counter-based hash: the
 /// same seed gives the same values everywhere, 24 random bits per value).
-pub fn uniform(gpu: &std::sync::Arc<crate::gpu::Gpu>, shape: &[usize], seed: u64) -> Result<Tensor> {
+pub fn uniform(
+    gpu: &std::sync::Arc<crate::gpu::Gpu>,
+    shape: &[usize],
+    seed: u64,
+) -> Result<Tensor> {
     let t = Tensor::empty(gpu, shape, DType::F32, "uniform")?;
-    let p = EwParams { n: u32_of("uniform", t.numel())?, c: seed as u32, inner: (seed >> 32) as u32, _pad: 0, alpha: 0.0, beta: 0.0, _pad2: [0.0; 2] };
-    launch(gpu, Shader::Elementwise, "uniform_fill", &p, &[t.buffer()], t.numel())?;
+    let p = EwParams {
+        n: u32_of("uniform", t.numel())?,
+        c: seed as u32,
+        inner: (seed >> 32) as u32,
+        _pad: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad2: [0.0; 2],
+    };
+    launch(
+        gpu,
+        Shader::Elementwise,
+        "uniform_fill",
+        &p,
+        &[t.buffer()],
+        t.numel(),
+    )?;
     Ok(t)
 }

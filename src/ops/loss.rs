@@ -6,7 +6,7 @@
 //! [N, ...] (one-hot) or soft probabilities of p's shape. The target is a constant (SS-Net
 //! always detaches it): only `p` gets a gradient.
 
-use super::reduce::{sum_mid_raw, sum_all};
+use super::reduce::{sum_all, sum_mid_raw};
 use super::{launch, u32_of};
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -52,7 +52,14 @@ fn check_labels(op: &str, x: &Tensor, labels: &Tensor) -> Result<()> {
     let mut want = vec![x.shape()[0]];
     want.extend_from_slice(&x.shape()[2..]);
     if labels.shape() != want.as_slice() {
-        return Err(Error::op(op, format!("labels {:?} for input {:?} (expected {want:?})", labels.shape(), x.shape())));
+        return Err(Error::op(
+            op,
+            format!(
+                "labels {:?} for input {:?} (expected {want:?})",
+                labels.shape(),
+                x.shape()
+            ),
+        ));
     }
     Ok(())
 }
@@ -65,13 +72,27 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     check_labels(op, logits, labels)?;
     let (n, _c, s, mut p) = base(op, logits)?;
     let per = Tensor::empty(logits.gpu(), &[n * s], DType::F32, op)?;
-    launch(logits.gpu(), Shader::Loss, "ce_fwd", &p, &[logits.buffer(), labels.buffer(), per.buffer()], n * s)?;
+    launch(
+        logits.gpu(),
+        Shader::Loss,
+        "ce_fwd",
+        &p,
+        &[logits.buffer(), labels.buffer(), per.buffer()],
+        n * s,
+    )?;
     let loss = sum_mid_raw(&per, 1, n * s, 1, 1.0 / (n * s) as f32)?;
     p.scale = 1.0 / (n * s) as f32;
     let (sx, sy) = (logits.detach(), labels.detach());
     Ok(record(op, loss, &[logits], move |g, _| {
         let gx = Tensor::empty(sx.gpu(), sx.shape(), DType::F32, "cross_entropy_bwd")?;
-        launch(sx.gpu(), Shader::Loss, "ce_bwd", &p, &[sx.buffer(), sy.buffer(), g.buffer(), gx.buffer()], (p.n * p.s) as usize)?;
+        launch(
+            sx.gpu(),
+            Shader::Loss,
+            "ce_bwd",
+            &p,
+            &[sx.buffer(), sy.buffer(), g.buffer(), gx.buffer()],
+            (p.n * p.s) as usize,
+        )?;
         Ok(vec![Some(gx)])
     }))
 }
@@ -96,10 +117,18 @@ impl DiceKind {
         }
     }
     fn power(self) -> u32 {
-        if self == DiceKind::MeanClasses { 2 } else { 1 }
+        if self == DiceKind::MeanClasses {
+            2
+        } else {
+            1
+        }
     }
     fn eps(self) -> f32 {
-        if self == DiceKind::MeanClasses { 1e-10 } else { 1e-8 }
+        if self == DiceKind::MeanClasses {
+            1e-10
+        } else {
+            1e-8
+        }
     }
 }
 
@@ -119,7 +148,10 @@ pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<T
     p.expect_dtype(op, DType::F32)?;
     let (n, c, s, mut prm) = base(op, p)?;
     if kind == DiceKind::BinaryForeground && c < 2 {
-        return Err(Error::op(op, format!("needs a foreground channel 1, input {:?}", p.shape())));
+        return Err(Error::op(
+            op,
+            format!("needs a foreground channel 1, input {:?}", p.shape()),
+        ));
     }
     let (entry_partial, entry_bwd, tgt) = match target {
         DiceTarget::Labels(l) => {
@@ -129,7 +161,10 @@ pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<T
         DiceTarget::Soft(q) => {
             q.expect_dtype(op, DType::F32)?;
             if q.shape() != p.shape() {
-                return Err(Error::op(op, format!("soft target {:?} for input {:?}", q.shape(), p.shape())));
+                return Err(Error::op(
+                    op,
+                    format!("soft target {:?} for input {:?}", q.shape(), p.shape()),
+                ));
             }
             ("dice_partial_soft", "dice_bwd_soft", q.detach())
         }
@@ -146,14 +181,39 @@ pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<T
     prm.eps = kind.eps();
     let gpu = p.gpu().clone();
     let partial = Tensor::empty(&gpu, &[chunks * c * 3], DType::F32, op)?;
-    gpu.dispatch(Shader::Loss, entry_partial, &prm, &[p.buffer(), tgt.buffer(), partial.buffer()], gpu.grid((chunks * c) as u64, 1)?)?;
+    gpu.dispatch(
+        Shader::Loss,
+        entry_partial,
+        &prm,
+        &[p.buffer(), tgt.buffer(), partial.buffer()],
+        gpu.grid((chunks * c) as u64, 1)?,
+    )?;
     let stats = sum_mid_raw(&partial, 1, chunks, c * 3, 1.0)?;
     let loss = Tensor::empty(&gpu, &[1], DType::F32, op)?;
-    gpu.dispatch(Shader::Loss, "dice_loss_fwd", &prm, &[stats.buffer(), loss.buffer()], [1, 1, 1])?;
+    gpu.dispatch(
+        Shader::Loss,
+        "dice_loss_fwd",
+        &prm,
+        &[stats.buffer(), loss.buffer()],
+        [1, 1, 1],
+    )?;
     let sp = p.detach();
     Ok(record(op, loss, &[p], move |g, _| {
         let gp = Tensor::empty(sp.gpu(), sp.shape(), DType::F32, op)?;
-        launch(sp.gpu(), Shader::Loss, entry_bwd, &prm, &[sp.buffer(), tgt.buffer(), stats.buffer(), g.buffer(), gp.buffer()], sp.numel())?;
+        launch(
+            sp.gpu(),
+            Shader::Loss,
+            entry_bwd,
+            &prm,
+            &[
+                sp.buffer(),
+                tgt.buffer(),
+                stats.buffer(),
+                g.buffer(),
+                gp.buffer(),
+            ],
+            sp.numel(),
+        )?;
         Ok(vec![Some(gp)])
     }))
 }

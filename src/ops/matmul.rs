@@ -41,10 +41,25 @@ fn chunks(m: usize, n: usize, k: usize) -> usize {
 
 /// C = op(A) · op(B) with A stored [M, K] (or [K, M] when `la == Trans`) and B stored
 /// [K, N] (or [N, K]). Off the tape.
-pub fn gemm_raw(a: &Tensor, la: Layout, b: &Tensor, lb: Layout, m: usize, n: usize, k: usize) -> Result<Tensor> {
+pub fn gemm_raw(
+    a: &Tensor,
+    la: Layout,
+    b: &Tensor,
+    lb: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Tensor> {
     let op = "matmul";
     if a.numel() != m * k || b.numel() != k * n {
-        return Err(Error::op(op, format!("operands {:?} and {:?} for [{m}x{k}]·[{k}x{n}]", a.shape(), b.shape())));
+        return Err(Error::op(
+            op,
+            format!(
+                "operands {:?} and {:?} for [{m}x{k}]·[{k}x{n}]",
+                a.shape(),
+                b.shape()
+            ),
+        ));
     }
     let gpu = a.gpu().clone();
     let (sam, sak) = match la {
@@ -71,11 +86,23 @@ pub fn gemm_raw(a: &Tensor, la: Layout, b: &Tensor, lb: Layout, m: usize, n: usi
     let groups = [n.div_ceil(64) as u32, u32_of(op, m.div_ceil(64))?, z as u32];
     if z == 1 {
         let out = Tensor::empty(&gpu, &[m, n], DType::F32, op)?;
-        gpu.dispatch(Shader::Matmul, "matmul", &p, &[a.buffer(), b.buffer(), out.buffer()], groups)?;
+        gpu.dispatch(
+            Shader::Matmul,
+            "matmul",
+            &p,
+            &[a.buffer(), b.buffer(), out.buffer()],
+            groups,
+        )?;
         return Ok(out);
     }
     let partial = Tensor::empty(&gpu, &[z, m, n], DType::F32, op)?;
-    gpu.dispatch(Shader::Matmul, "matmul", &p, &[a.buffer(), b.buffer(), partial.buffer()], groups)?;
+    gpu.dispatch(
+        Shader::Matmul,
+        "matmul",
+        &p,
+        &[a.buffer(), b.buffer(), partial.buffer()],
+        groups,
+    )?;
     sum_mid_raw(&partial, 1, z, m * n, 1.0)?.reshape(&[m, n])
 }
 
@@ -93,8 +120,16 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (da, db) = (a.detach(), b.detach());
     Ok(record(op, out, &[a, b], move |g, need| {
         // dA = g·Bᵀ, dB = Aᵀ·g
-        let ga = if need[0] { Some(gemm_raw(g, Layout::Rows, &db, Layout::Trans, m, k, n)?) } else { None };
-        let gb = if need[1] { Some(gemm_raw(&da, Layout::Trans, g, Layout::Rows, k, n, m)?) } else { None };
+        let ga = if need[0] {
+            Some(gemm_raw(g, Layout::Rows, &db, Layout::Trans, m, k, n)?)
+        } else {
+            None
+        };
+        let gb = if need[1] {
+            Some(gemm_raw(&da, Layout::Trans, g, Layout::Rows, k, n, m)?)
+        } else {
+            None
+        };
         Ok(vec![ga, gb])
     }))
 }
@@ -105,7 +140,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let (sx, sw) = (x.shape().to_vec(), w.shape().to_vec());
     if sx.len() != 2 || sw.len() != 2 || sx[1] != sw[1] {
-        return Err(Error::op(op, format!("input {sx:?} with weight {sw:?} (expected [M, K] and [O, K])")));
+        return Err(Error::op(
+            op,
+            format!("input {sx:?} with weight {sw:?} (expected [M, K] and [O, K])"),
+        ));
     }
     if let Some(b) = b {
         b.expect_shape(op, &[sw[0]])?;
@@ -115,8 +153,16 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (dx, dw) = (x.detach(), w.detach());
     let y = record(op, y, &[x, w], move |g, need| {
         Ok(vec![
-            if need[0] { Some(linear_bwd_input(g, &dw)?) } else { None },
-            if need[1] { Some(linear_bwd_weight(g, &dx)?) } else { None },
+            if need[0] {
+                Some(linear_bwd_input(g, &dw)?)
+            } else {
+                None
+            },
+            if need[1] {
+                Some(linear_bwd_weight(g, &dx)?)
+            } else {
+                None
+            },
         ])
     });
     match b {

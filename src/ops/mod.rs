@@ -6,35 +6,42 @@
 use crate::error::Result;
 use crate::gpu::{Gpu, Shader};
 
+pub mod conv;
+pub mod dropout;
 pub mod elementwise;
-pub mod reduce;
-pub mod softmax;
 pub mod loss;
 pub mod matmul;
-pub mod rows;
 pub mod norm;
-pub mod resample;
-pub mod dropout;
 pub mod optim;
-pub mod conv;
+pub mod reduce;
+pub mod resample;
+pub mod rows;
+pub mod softmax;
 
+pub use conv::*;
+pub use dropout::*;
 pub use elementwise::*;
 pub use loss::*;
 pub use matmul::*;
-pub use reduce::*;
-pub use rows::*;
 pub use norm::*;
-pub use resample::*;
-pub use dropout::*;
 pub use optim::*;
+pub use reduce::*;
+pub use resample::*;
+pub use rows::*;
 pub use softmax::*;
-pub use conv::*;
 
 /// Workgroup size of the 1-D kernels (must match `@workgroup_size` in their WGSL).
 pub(crate) const WG: u32 = 256;
 
 /// Dispatch a 1-D kernel over `n` invocations of 256-wide workgroups.
-pub(crate) fn launch<P: bytemuck::Pod>(gpu: &Gpu, shader: Shader, entry: &'static str, params: &P, bufs: &[&wgpu::Buffer], n: usize) -> Result<()> {
+pub(crate) fn launch<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    shader: Shader,
+    entry: &'static str,
+    params: &P,
+    bufs: &[&wgpu::Buffer],
+    n: usize,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }

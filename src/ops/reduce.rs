@@ -37,11 +37,27 @@ pub(crate) fn sum_mid_raw(x: &Tensor, a: usize, r: usize, b: usize, alpha: f32) 
     let op = "sum";
     let gpu = x.gpu().clone();
     let p = |a, r, b, k, chunk, alpha| -> Result<RedParams> {
-        Ok(RedParams { a: u32_of(op, a)?, r: u32_of(op, r)?, b: u32_of(op, b)?, k: u32_of(op, k)?, chunk: u32_of(op, chunk)?, _pad0: 0, alpha, _pad1: 0.0 })
+        Ok(RedParams {
+            a: u32_of(op, a)?,
+            r: u32_of(op, r)?,
+            b: u32_of(op, b)?,
+            k: u32_of(op, k)?,
+            chunk: u32_of(op, chunk)?,
+            _pad0: 0,
+            alpha,
+            _pad1: 0.0,
+        })
     };
     let out = Tensor::empty(&gpu, &[a * b], DType::F32, op)?;
     if r <= SMALL_R || a * b >= 4 * TARGET_GROUPS && r <= 4 * SMALL_R {
-        launch(&gpu, Shader::Reduce, "reduce_small", &p(a, r, b, 1, r, alpha)?, &[x.buffer(), out.buffer()], a * b)?;
+        launch(
+            &gpu,
+            Shader::Reduce,
+            "reduce_small",
+            &p(a, r, b, 1, r, alpha)?,
+            &[x.buffer(), out.buffer()],
+            a * b,
+        )?;
         return Ok(out);
     }
     // Chunks so that there are enough workgroups, each chunk at least MIN_CHUNK long.
@@ -51,13 +67,32 @@ pub(crate) fn sum_mid_raw(x: &Tensor, a: usize, r: usize, b: usize, alpha: f32) 
     let k = r.div_ceil(chunk);
     if k == 1 {
         let groups = gpu.grid((a * b) as u64, 1)?;
-        gpu.dispatch(Shader::Reduce, "reduce_wg", &p(a, r, b, 1, chunk, alpha)?, &[x.buffer(), out.buffer()], groups)?;
+        gpu.dispatch(
+            Shader::Reduce,
+            "reduce_wg",
+            &p(a, r, b, 1, chunk, alpha)?,
+            &[x.buffer(), out.buffer()],
+            groups,
+        )?;
         return Ok(out);
     }
     let partial = Tensor::empty(&gpu, &[a * k * b], DType::F32, op)?;
     let groups = gpu.grid((a * k * b) as u64, 1)?;
-    gpu.dispatch(Shader::Reduce, "reduce_wg", &p(a, r, b, k, chunk, 1.0)?, &[x.buffer(), partial.buffer()], groups)?;
-    launch(&gpu, Shader::Reduce, "reduce_small", &p(a, k, b, 1, k, alpha)?, &[partial.buffer(), out.buffer()], a * b)?;
+    gpu.dispatch(
+        Shader::Reduce,
+        "reduce_wg",
+        &p(a, r, b, k, chunk, 1.0)?,
+        &[x.buffer(), partial.buffer()],
+        groups,
+    )?;
+    launch(
+        &gpu,
+        Shader::Reduce,
+        "reduce_small",
+        &p(a, k, b, 1, k, alpha)?,
+        &[partial.buffer(), out.buffer()],
+        a * b,
+    )?;
     Ok(out)
 }
 
@@ -65,8 +100,24 @@ pub(crate) fn sum_mid_raw(x: &Tensor, a: usize, r: usize, b: usize, alpha: f32) 
 fn broadcast_mid_raw(g: &Tensor, a: usize, r: usize, b: usize, alpha: f32) -> Result<Tensor> {
     let op = "broadcast";
     let out = Tensor::empty(g.gpu(), &[a * r * b], DType::F32, op)?;
-    let p = RedParams { a: u32_of(op, a)?, r: u32_of(op, r)?, b: u32_of(op, b)?, k: 1, chunk: 1, _pad0: 0, alpha, _pad1: 0.0 };
-    launch(g.gpu(), Shader::Reduce, "broadcast_mid", &p, &[g.buffer(), out.buffer()], a * r * b)?;
+    let p = RedParams {
+        a: u32_of(op, a)?,
+        r: u32_of(op, r)?,
+        b: u32_of(op, b)?,
+        k: 1,
+        chunk: 1,
+        _pad0: 0,
+        alpha,
+        _pad1: 0.0,
+    };
+    launch(
+        g.gpu(),
+        Shader::Reduce,
+        "broadcast_mid",
+        &p,
+        &[g.buffer(), out.buffer()],
+        a * r * b,
+    )?;
     Ok(out)
 }
 
@@ -82,7 +133,11 @@ fn sum_run(x: &Tensor, start: usize, end: usize, alpha: f32) -> Result<Tensor> {
         oshape.push(1);
     }
     let out = sum_mid_raw(x, a, r, b, alpha)?.reshape(&oshape)?;
-    Ok(record("sum", out, &[x], move |g, _| Ok(vec![Some(broadcast_mid_raw(g, a, r, b, alpha)?.reshape(&sh)?)])))
+    Ok(record("sum", out, &[x], move |g, _| {
+        Ok(vec![Some(
+            broadcast_mid_raw(g, a, r, b, alpha)?.reshape(&sh)?,
+        )])
+    }))
 }
 
 /// Sum of every element: shape [1].
@@ -120,7 +175,10 @@ fn reduce_axes(x: &Tensor, axes: &[usize], mean: bool) -> Result<Tensor> {
     ax.sort_unstable();
     ax.dedup();
     if ax.len() != axes.len() || ax.iter().any(|&a| a >= rank) {
-        return Err(Error::op(op, format!("axes {axes:?} for shape {:?}", x.shape())));
+        return Err(Error::op(
+            op,
+            format!("axes {axes:?} for shape {:?}", x.shape()),
+        ));
     }
     if ax.is_empty() {
         return Ok(x.clone());

@@ -23,7 +23,14 @@ struct RowParams {
 }
 
 fn rp(op: &str, m: usize, d: usize, s: usize, v: usize, eps: f32) -> Result<RowParams> {
-    Ok(RowParams { m: u32_of(op, m)?, d: u32_of(op, d)?, s: u32_of(op, s)?, v: u32_of(op, v)?, eps, _p: [0.0; 3] })
+    Ok(RowParams {
+        m: u32_of(op, m)?,
+        d: u32_of(op, d)?,
+        s: u32_of(op, s)?,
+        v: u32_of(op, v)?,
+        eps,
+        _p: [0.0; 3],
+    })
 }
 
 fn md(op: &str, x: &Tensor) -> Result<(usize, usize)> {
@@ -39,9 +46,18 @@ pub fn l2norm_rows(x: &Tensor, eps: f32) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let (m, d) = md(op, x)?;
     let y = Tensor::empty(x.gpu(), &[m, d], DType::F32, op)?;
-    launch(x.gpu(), Shader::Rows, "l2norm_rows_fwd", &rp(op, m, d, 1, 0, eps)?, &[x.buffer(), y.buffer()], m)?;
+    launch(
+        x.gpu(),
+        Shader::Rows,
+        "l2norm_rows_fwd",
+        &rp(op, m, d, 1, 0, eps)?,
+        &[x.buffer(), y.buffer()],
+        m,
+    )?;
     let sx = x.detach();
-    Ok(record(op, y, &[x], move |g, _| Ok(vec![Some(l2norm_rows_bwd_input(&sx, g, eps)?)])))
+    Ok(record(op, y, &[x], move |g, _| {
+        Ok(vec![Some(l2norm_rows_bwd_input(&sx, g, eps)?)])
+    }))
 }
 
 pub fn l2norm_rows_bwd_input(x: &Tensor, g: &Tensor, eps: f32) -> Result<Tensor> {
@@ -49,7 +65,14 @@ pub fn l2norm_rows_bwd_input(x: &Tensor, g: &Tensor, eps: f32) -> Result<Tensor>
     let (m, d) = md(op, x)?;
     g.expect_shape(op, &[m, d])?;
     let gx = Tensor::empty(x.gpu(), &[m, d], DType::F32, op)?;
-    launch(x.gpu(), Shader::Rows, "l2norm_rows_bwd_input", &rp(op, m, d, 1, 0, eps)?, &[x.buffer(), g.buffer(), gx.buffer()], m)?;
+    launch(
+        x.gpu(),
+        Shader::Rows,
+        "l2norm_rows_bwd_input",
+        &rp(op, m, d, 1, 0, eps)?,
+        &[x.buffer(), g.buffer(), gx.buffer()],
+        m,
+    )?;
     Ok(gx)
 }
 
@@ -75,9 +98,18 @@ pub fn to_rows(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let (n, c, s) = super::softmax::ncs(op, x)?;
     let y = Tensor::empty(x.gpu(), &[n * s, c], DType::F32, op)?;
-    launch(x.gpu(), Shader::Rows, "to_rows", &rp(op, n * s, c, s, 0, 0.0)?, &[x.buffer(), y.buffer()], n * s * c)?;
+    launch(
+        x.gpu(),
+        Shader::Rows,
+        "to_rows",
+        &rp(op, n * s, c, s, 0, 0.0)?,
+        &[x.buffer(), y.buffer()],
+        n * s * c,
+    )?;
     let shape = x.shape().to_vec();
-    Ok(record(op, y, &[x], move |g, _| Ok(vec![Some(from_rows(g, &shape)?)])))
+    Ok(record(op, y, &[x], move |g, _| {
+        Ok(vec![Some(from_rows(g, &shape)?)])
+    }))
 }
 
 /// Voxel rows [N·S, C] back to `shape` = [N, C, spatial...].
@@ -88,7 +120,14 @@ pub fn from_rows(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let s: usize = shape[2..].iter().product();
     x.expect_shape(op, &[n * s, c])?;
     let y = Tensor::empty(x.gpu(), shape, DType::F32, op)?;
-    launch(x.gpu(), Shader::Rows, "from_rows", &rp(op, n * s, c, s, 0, 0.0)?, &[x.buffer(), y.buffer()], n * s * c)?;
+    launch(
+        x.gpu(),
+        Shader::Rows,
+        "from_rows",
+        &rp(op, n * s, c, s, 0, 0.0)?,
+        &[x.buffer(), y.buffer()],
+        n * s * c,
+    )?;
     Ok(record(op, y, &[x], move |g, _| Ok(vec![Some(to_rows(g)?)])))
 }
 
@@ -97,7 +136,14 @@ pub fn eq_value(labels: &Tensor, value: u32) -> Result<Tensor> {
     let op = "eq_value";
     labels.expect_dtype(op, DType::U32)?;
     let out = Tensor::empty(labels.gpu(), labels.shape(), DType::U32, op)?;
-    launch(labels.gpu(), Shader::Rows, "eq_value", &rp(op, labels.numel(), 1, 1, value as usize, 0.0)?, &[labels.buffer(), out.buffer()], labels.numel())?;
+    launch(
+        labels.gpu(),
+        Shader::Rows,
+        "eq_value",
+        &rp(op, labels.numel(), 1, 1, value as usize, 0.0)?,
+        &[labels.buffer(), out.buffer()],
+        labels.numel(),
+    )?;
     Ok(out)
 }
 
@@ -107,10 +153,20 @@ pub fn correct_foreground(pred: &Tensor, label: &Tensor) -> Result<Tensor> {
     pred.expect_dtype(op, DType::U32)?;
     label.expect_dtype(op, DType::U32)?;
     if pred.shape() != label.shape() {
-        return Err(Error::op(op, format!("prediction {:?} vs label {:?}", pred.shape(), label.shape())));
+        return Err(Error::op(
+            op,
+            format!("prediction {:?} vs label {:?}", pred.shape(), label.shape()),
+        ));
     }
     let out = Tensor::empty(pred.gpu(), pred.shape(), DType::U32, op)?;
-    launch(pred.gpu(), Shader::Rows, "correct_foreground", &rp(op, pred.numel(), 1, 1, 0, 0.0)?, &[pred.buffer(), label.buffer(), out.buffer()], pred.numel())?;
+    launch(
+        pred.gpu(),
+        Shader::Rows,
+        "correct_foreground",
+        &rp(op, pred.numel(), 1, 1, 0, 0.0)?,
+        &[pred.buffer(), label.buffer(), out.buffer()],
+        pred.numel(),
+    )?;
     Ok(out)
 }
 
@@ -125,19 +181,43 @@ pub fn mask_indices(mask: &Tensor) -> Result<(Tensor, usize)> {
     let p = rp(op, m, 1, 1, nb, 0.0)?;
     let counts = Tensor::empty(gpu, &[nb], DType::U32, op)?;
     let offsets = Tensor::empty(gpu, &[nb + 1], DType::U32, op)?;
-    gpu.dispatch(Shader::Rows, "block_count", &p, &[mask.buffer(), counts.buffer()], gpu.grid(nb as u64, 1)?)?;
-    gpu.dispatch(Shader::Rows, "block_scan", &p, &[counts.buffer(), offsets.buffer()], [1, 1, 1])?;
+    gpu.dispatch(
+        Shader::Rows,
+        "block_count",
+        &p,
+        &[mask.buffer(), counts.buffer()],
+        gpu.grid(nb as u64, 1)?,
+    )?;
+    gpu.dispatch(
+        Shader::Rows,
+        "block_scan",
+        &p,
+        &[counts.buffer(), offsets.buffer()],
+        [1, 1, 1],
+    )?;
     let total_bytes = {
         let staging = Tensor::empty(gpu, &[1], DType::U32, op)?;
-        gpu.with_encoder(|e| e.copy_buffer_to_buffer(offsets.buffer(), nb as u64 * 4, staging.buffer(), 0, 4));
+        gpu.with_encoder(|e| {
+            e.copy_buffer_to_buffer(offsets.buffer(), nb as u64 * 4, staging.buffer(), 0, 4)
+        });
         staging.to_u32()?
     };
     let total = total_bytes[0] as usize;
     let idx = Tensor::empty(gpu, &[total.max(1)], DType::U32, op)?;
     if total > 0 {
-        gpu.dispatch(Shader::Rows, "compact", &p, &[mask.buffer(), offsets.buffer(), idx.buffer()], gpu.grid(nb as u64, 1)?)?;
+        gpu.dispatch(
+            Shader::Rows,
+            "compact",
+            &p,
+            &[mask.buffer(), offsets.buffer(), idx.buffer()],
+            gpu.grid(nb as u64, 1)?,
+        )?;
     }
-    let idx = if total == 0 { idx } else { idx.reshape(&[total])? };
+    let idx = if total == 0 {
+        idx
+    } else {
+        idx.reshape(&[total])?
+    };
     Ok((idx, total))
 }
 
@@ -148,10 +228,19 @@ pub fn gather_rows(x: &Tensor, idx: &Tensor, count: usize) -> Result<Tensor> {
     let (m, d) = md(op, x)?;
     let out = Tensor::empty(x.gpu(), &[count, d], x.dtype(), op)?;
     if count > 0 {
-        launch(x.gpu(), Shader::Rows, "gather_rows", &rp(op, count, d, 1, 0, 0.0)?, &[x.buffer(), idx.buffer(), out.buffer()], count * d)?;
+        launch(
+            x.gpu(),
+            Shader::Rows,
+            "gather_rows",
+            &rp(op, count, d, 1, 0, 0.0)?,
+            &[x.buffer(), idx.buffer(), out.buffer()],
+            count * d,
+        )?;
     }
     let sidx = idx.detach();
-    Ok(record(op, out, &[x], move |g, _| Ok(vec![Some(scatter_rows(g, &sidx, count, m)?)])))
+    Ok(record(op, out, &[x], move |g, _| {
+        Ok(vec![Some(scatter_rows(g, &sidx, count, m)?)])
+    }))
 }
 
 /// The backward of [`gather_rows`]: rows of `g` [count, D] placed at `idx` in zeros [M, D].
@@ -160,7 +249,14 @@ pub fn scatter_rows(g: &Tensor, idx: &Tensor, count: usize, m: usize) -> Result<
     let d = g.shape().get(1).copied().unwrap_or(1);
     let out = Tensor::zeros(g.gpu(), &[m, d])?;
     if count > 0 {
-        launch(g.gpu(), Shader::Rows, "scatter_rows", &rp(op, count, d, 1, 0, 0.0)?, &[g.buffer(), idx.buffer(), out.buffer()], count * d)?;
+        launch(
+            g.gpu(),
+            Shader::Rows,
+            "scatter_rows",
+            &rp(op, count, d, 1, 0, 0.0)?,
+            &[g.buffer(), idx.buffer(), out.buffer()],
+            count * d,
+        )?;
     }
     Ok(out)
 }
@@ -169,7 +265,10 @@ pub fn scatter_rows(g: &Tensor, idx: &Tensor, count: usize, m: usize) -> Result<
 pub fn masked_rows(x: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor, usize)> {
     let (m, _) = md("masked_rows", x)?;
     if mask.numel() != m {
-        return Err(Error::op("masked_rows", format!("mask of {} entries for {m} rows", mask.numel())));
+        return Err(Error::op(
+            "masked_rows",
+            format!("mask of {} entries for {m} rows", mask.numel()),
+        ));
     }
     let (idx, count) = mask_indices(mask)?;
     Ok((gather_rows(x, &idx, count)?, idx, count))
@@ -180,8 +279,17 @@ pub fn masked_rows(x: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor, usize)>
 pub fn normalize_rows_plus_eps(x: &Tensor, eps: f32) -> Result<Tensor> {
     let op = "normalize_rows_plus_eps";
     let (m, d) = md(op, x)?;
-    let sq = crate::autograd::no_grad(|| super::reduce::sum_axes(&super::elementwise::mul(x, x)?, &[1]))?;
+    let sq = crate::autograd::no_grad(|| {
+        super::reduce::sum_axes(&super::elementwise::mul(x, x)?, &[1])
+    })?;
     let y = Tensor::empty(x.gpu(), &[m, d], DType::F32, op)?;
-    launch(x.gpu(), Shader::Rows, "normalize_by_sumsq", &rp(op, m, d, 1, 0, eps)?, &[x.buffer(), sq.buffer(), y.buffer()], m * d)?;
+    launch(
+        x.gpu(),
+        Shader::Rows,
+        "normalize_by_sumsq",
+        &rp(op, m, d, 1, 0, eps)?,
+        &[x.buffer(), sq.buffer(), y.buffer()],
+        m * d,
+    )?;
     Ok(y)
 }

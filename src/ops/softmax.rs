@@ -30,7 +30,12 @@ fn params(op: &str, x: &Tensor) -> Result<SmParams> {
     if c == 0 {
         return Err(Error::op(op, "no channels"));
     }
-    Ok(SmParams { n: u32_of(op, n)?, c: u32_of(op, c)?, s: u32_of(op, s)?, _pad: 0 })
+    Ok(SmParams {
+        n: u32_of(op, n)?,
+        c: u32_of(op, c)?,
+        s: u32_of(op, s)?,
+        _pad: 0,
+    })
 }
 
 /// Softmax over axis 1.
@@ -39,20 +44,39 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     let p = params(op, x)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32, op)?;
-    launch(x.gpu(), Shader::Softmax, "softmax_fwd", &p, &[x.buffer(), y.buffer()], (p.n * p.s) as usize)?;
+    launch(
+        x.gpu(),
+        Shader::Softmax,
+        "softmax_fwd",
+        &p,
+        &[x.buffer(), y.buffer()],
+        (p.n * p.s) as usize,
+    )?;
     let sy = y.detach();
-    Ok(record(op, y, &[x], move |g, _| Ok(vec![Some(softmax_bwd_input(&sy, g)?)])))
+    Ok(record(op, y, &[x], move |g, _| {
+        Ok(vec![Some(softmax_bwd_input(&sy, g)?)])
+    }))
 }
 
 /// Input gradient of softmax given its output `y`.
 pub fn softmax_bwd_input(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let op = "softmax_bwd_input";
     if y.shape() != g.shape() {
-        return Err(Error::op(op, format!("y {:?} vs g {:?}", y.shape(), g.shape())));
+        return Err(Error::op(
+            op,
+            format!("y {:?} vs g {:?}", y.shape(), g.shape()),
+        ));
     }
     let p = params(op, y)?;
     let gx = Tensor::empty(y.gpu(), y.shape(), DType::F32, op)?;
-    launch(y.gpu(), Shader::Softmax, "softmax_bwd_input", &p, &[y.buffer(), g.buffer(), gx.buffer()], (p.n * p.s) as usize)?;
+    launch(
+        y.gpu(),
+        Shader::Softmax,
+        "softmax_bwd_input",
+        &p,
+        &[y.buffer(), g.buffer(), gx.buffer()],
+        (p.n * p.s) as usize,
+    )?;
     Ok(gx)
 }
 
@@ -64,6 +88,13 @@ pub fn argmax_channels(x: &Tensor) -> Result<Tensor> {
     let mut oshape = vec![x.shape()[0]];
     oshape.extend_from_slice(&x.shape()[2..]);
     let out = Tensor::empty(x.gpu(), &oshape, DType::U32, op)?;
-    launch(x.gpu(), Shader::Softmax, "argmax_fwd", &p, &[x.buffer(), out.buffer()], (p.n * p.s) as usize)?;
+    launch(
+        x.gpu(),
+        Shader::Softmax,
+        "argmax_fwd",
+        &p,
+        &[x.buffer(), out.buffer()],
+        (p.n * p.s) as usize,
+    )?;
     Ok(out)
 }

@@ -13,14 +13,25 @@ pub fn cross_entropy(x: &[f64], labels: &[u32], n: usize, c: usize, s: usize) ->
     l / (n * s) as f64
 }
 
-pub fn cross_entropy_bwd(x: &[f64], labels: &[u32], g: f64, n: usize, c: usize, s: usize) -> Vec<f64> {
+pub fn cross_entropy_bwd(
+    x: &[f64],
+    labels: &[u32],
+    g: f64,
+    n: usize,
+    c: usize,
+    s: usize,
+) -> Vec<f64> {
     let p = super::softmax::softmax(x, n, c, s);
     let mut gx = vec![0.0; x.len()];
     for nn in 0..n {
         for ss in 0..s {
             for k in 0..c {
                 let i = (nn * c + k) * s + ss;
-                let t = if labels[nn * s + ss] as usize == k { 1.0 } else { 0.0 };
+                let t = if labels[nn * s + ss] as usize == k {
+                    1.0
+                } else {
+                    0.0
+                };
                 gx[i] = (p[i] - t) * g / (n * s) as f64;
             }
         }
@@ -64,18 +75,31 @@ pub fn dice_loss(p: &[f64], t: &[f64], n: usize, c: usize, s: usize, kind: u32) 
         }
         1 => {
             let st = stats(p, t, n, c, s, 1);
-            let (i, a, b) = st.iter().fold((0.0, 0.0, 0.0), |acc, e| (acc.0 + e.0, acc.1 + e.1, acc.2 + e.2));
+            let (i, a, b) = st.iter().fold((0.0, 0.0, 0.0), |acc, e| {
+                (acc.0 + e.0, acc.1 + e.1, acc.2 + e.2)
+            });
             1.0 - (2.0 * i + 1e-8) / (a + b + 1e-8)
         }
         _ => {
             let st = stats(p, t, n, c, s, 2);
-            st.iter().map(|e| 1.0 - (2.0 * e.0 + 1e-10) / (e.1 + e.2 + 1e-10)).sum::<f64>() / c as f64
+            st.iter()
+                .map(|e| 1.0 - (2.0 * e.0 + 1e-10) / (e.1 + e.2 + 1e-10))
+                .sum::<f64>()
+                / c as f64
         }
     }
 }
 
 /// Gradient of [`dice_loss`] with respect to p, times the upstream g.
-pub fn dice_loss_bwd(p: &[f64], t: &[f64], g: f64, n: usize, c: usize, s: usize, kind: u32) -> Vec<f64> {
+pub fn dice_loss_bwd(
+    p: &[f64],
+    t: &[f64],
+    g: f64,
+    n: usize,
+    c: usize,
+    s: usize,
+    kind: u32,
+) -> Vec<f64> {
     let k = if kind == 2 { 2 } else { 1 };
     let st = stats(p, t, n, c, s, k);
     let coef: Vec<(f64, f64)> = match kind {
@@ -89,7 +113,9 @@ pub fn dice_loss_bwd(p: &[f64], t: &[f64], g: f64, n: usize, c: usize, s: usize,
             })
             .collect(),
         1 => {
-            let (i, a, b) = st.iter().fold((0.0, 0.0, 0.0), |acc, e| (acc.0 + e.0, acc.1 + e.1, acc.2 + e.2));
+            let (i, a, b) = st.iter().fold((0.0, 0.0, 0.0), |acc, e| {
+                (acc.0 + e.0, acc.1 + e.1, acc.2 + e.2)
+            });
             let d = a + b + 1e-8;
             vec![(-2.0 / d, (2.0 * i + 1e-8) / (d * d)); c]
         }
@@ -97,7 +123,10 @@ pub fn dice_loss_bwd(p: &[f64], t: &[f64], g: f64, n: usize, c: usize, s: usize,
             .iter()
             .map(|e| {
                 let d = e.1 + e.2 + 1e-10;
-                (-2.0 / (c as f64 * d), (2.0 * e.0 + 1e-10) / (c as f64 * d * d))
+                (
+                    -2.0 / (c as f64 * d),
+                    (2.0 * e.0 + 1e-10) / (c as f64 * d * d),
+                )
             })
             .collect(),
     };

@@ -3,29 +3,29 @@
 //! their backwards are checked by central finite differences ([`gradcheck`]).
 //! Layouts are the GPU ops' layouts (row-major, [N, C, spatial...]).
 
+pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
+pub mod optim;
 pub mod reduce;
+pub mod resample;
 pub mod rows;
 pub mod softmax;
-pub mod norm;
-pub mod resample;
-pub mod dropout;
-pub mod optim;
-pub mod conv;
 
+pub use conv::*;
+pub use dropout::*;
 pub use elementwise::*;
 pub use loss::*;
 pub use matmul::*;
+pub use norm::*;
+pub use optim::*;
 pub use reduce::*;
+pub use resample::*;
 pub use rows::*;
 pub use softmax::*;
-pub use norm::*;
-pub use resample::*;
-pub use dropout::*;
-pub use optim::*;
-pub use conv::*;
 
 use rand::{Rng, SeedableRng};
 
@@ -59,7 +59,13 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 /// Central finite differences of the scalar `f` at `x`, compared with the analytic gradient
 /// `grad`. Returns the worst relative error `|fd - g| / max(|fd|, |g|, floor)` over the
 /// probed coordinates (all of them, or an evenly spread subset of `max_probes`).
-pub fn gradcheck(f: &dyn Fn(&[f64]) -> f64, x: &[f64], grad: &[f64], h: f64, max_probes: usize) -> f64 {
+pub fn gradcheck(
+    f: &dyn Fn(&[f64]) -> f64,
+    x: &[f64],
+    grad: &[f64],
+    h: f64,
+    max_probes: usize,
+) -> f64 {
     assert_eq!(x.len(), grad.len());
     let n = x.len();
     let step = (n / max_probes.max(1)).max(1);

@@ -3,7 +3,12 @@
 pub fn l2norm_rows(x: &[f64], m: usize, d: usize, eps: f64) -> Vec<f64> {
     let mut y = vec![0.0; m * d];
     for r in 0..m {
-        let n = x[r * d..(r + 1) * d].iter().map(|v| v * v).sum::<f64>().sqrt().max(eps);
+        let n = x[r * d..(r + 1) * d]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt()
+            .max(eps);
         for j in 0..d {
             y[r * d + j] = x[r * d + j] / n;
         }
@@ -53,5 +58,9 @@ pub fn to_rows(x: &[f64], n: usize, c: usize, s: usize) -> Vec<f64> {
 
 /// Rows of x [m, d] where mask is set.
 pub fn masked_rows(x: &[f64], mask: &[bool], d: usize) -> Vec<f64> {
-    mask.iter().enumerate().filter(|(_, &b)| b).flat_map(|(r, _)| x[r * d..(r + 1) * d].to_vec()).collect()
+    mask.iter()
+        .enumerate()
+        .filter(|(_, &b)| b)
+        .flat_map(|(r, _)| x[r * d..(r + 1) * d].to_vec())
+        .collect()
 }

@@ -34,12 +34,19 @@ pub struct ContrastiveOut {
 }
 
 /// The loss for features `feats` [M, 32] (on the tape) with u32 `labels` [M].
-pub fn contrastive_loss(model: &Model, feats: &Tensor, labels: &Tensor, memory: &PrototypeMemory) -> Result<ContrastiveOut> {
+pub fn contrastive_loss(
+    model: &Model,
+    feats: &Tensor,
+    labels: &Tensor,
+    memory: &PrototypeMemory,
+) -> Result<ContrastiveOut> {
     let nc = model.cfg.num_classes;
     let mut total: Option<Tensor> = None;
     let mut zero_grad_params = vec![];
     for c in 0..nc {
-        let Some(mem) = memory.entries.get(c).and_then(|e| e.as_ref()) else { continue };
+        let Some(mem) = memory.entries.get(c).and_then(|e| e.as_ref()) else {
+            continue;
+        };
         let n = mem.shape()[0];
         if n <= 1 {
             continue;
@@ -52,9 +59,10 @@ pub fn contrastive_loss(model: &Model, feats: &Tensor, labels: &Tensor, memory: 
         let fnorm = ops::l2norm_rows(&fc, 1e-12)?;
         let mnorm = no_grad(|| ops::l2norm_rows(mem, 1e-12))?;
         let sim = ops::matmul(&fnorm, &ops::transpose_rows(&mnorm)?)?; // [m, n]
-        // r_i = Σ_j (1 - S_ij) = n - Σ_j S_ij
+                                                                       // r_i = Σ_j (1 - S_ij) = n - Σ_j S_ij
         let r = ops::affine(&ops::sum_axes(&sim, &[1])?, -1.0, n as f32)?; // [m]
-        let a = ops::sigmoid(&model.selector(c, false, &fc.detach(), BnMode::Train)?)?.reshape(&[m])?;
+        let a =
+            ops::sigmoid(&model.selector(c, false, &fc.detach(), BnMode::Train)?)?.reshape(&[m])?;
         // The memory selector: run for its BatchNorm statistics; its weights are exactly 1.
         no_grad(|| model.selector(c, true, &mnorm, BnMode::Train))?;
         zero_grad_params.push(format!("contrastive_class_selector_memory{c}."));
@@ -70,5 +78,8 @@ pub fn contrastive_loss(model: &Model, feats: &Tensor, labels: &Tensor, memory: 
         Some(t) => ops::scale(&t, 1.0 / nc as f32)?,
         None => Tensor::zeros(feats.gpu(), &[1])?,
     };
-    Ok(ContrastiveOut { loss, zero_grad_params })
+    Ok(ContrastiveOut {
+        loss,
+        zero_grad_params,
+    })
 }

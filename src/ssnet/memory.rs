@@ -32,18 +32,32 @@ pub struct PrototypeMemory {
 
 impl PrototypeMemory {
     pub fn new(num_classes: usize, per_class: usize, order: MemoryOrder) -> Self {
-        PrototypeMemory { per_class, order, entries: vec![None; num_classes] }
+        PrototypeMemory {
+            per_class,
+            order,
+            entries: vec![None; num_classes],
+        }
     }
 
     /// Rows of entry c (0 when unset).
     pub fn rows(&self, c: usize) -> usize {
-        self.entries.get(c).and_then(|e| e.as_ref()).map_or(0, |t| t.shape()[0])
+        self.entries
+            .get(c)
+            .and_then(|e| e.as_ref())
+            .map_or(0, |t| t.shape()[0])
     }
 
     /// Update from projected features [K, 32] and their u32 labels [K].
     pub fn update(&mut self, model: &Model, feats: &Tensor, labels: &Tensor) -> Result<()> {
         if feats.shape().len() != 2 || labels.numel() != feats.shape()[0] {
-            return Err(Error::op("memory update", format!("features {:?} with labels {:?}", feats.shape(), labels.shape())));
+            return Err(Error::op(
+                "memory update",
+                format!(
+                    "features {:?} with labels {:?}",
+                    feats.shape(),
+                    labels.shape()
+                ),
+            ));
         }
         if feats.shape()[0] == 0 {
             return Ok(());
@@ -59,7 +73,8 @@ impl PrototypeMemory {
                     self.entries[c] = Some(rows);
                     continue;
                 }
-                let scores = ops::sigmoid(&model.selector(c, false, &rows, BnMode::Train)?)?.to_f32()?;
+                let scores =
+                    ops::sigmoid(&model.selector(c, false, &rows, BnMode::Train)?)?.to_f32()?;
                 let keep = select_indices(&scores, self.per_class, self.order);
                 let idx = Tensor::from_u32(feats.gpu(), &keep, &[keep.len()])?;
                 self.entries[c] = Some(ops::gather_rows(&rows, &idx, keep.len())?);
@@ -70,7 +85,10 @@ impl PrototypeMemory {
 
     /// The memory as named f32 arrays (`memory_c`), for logs and checks.
     pub fn read(&self) -> Result<Vec<Option<Vec<f32>>>> {
-        self.entries.iter().map(|e| e.as_ref().map(|t| t.to_f32()).transpose()).collect()
+        self.entries
+            .iter()
+            .map(|e| e.as_ref().map(|t| t.to_f32()).transpose())
+            .collect()
     }
 
     /// Empty every entry (the reference keeps nothing across runs).
@@ -85,8 +103,12 @@ impl PrototypeMemory {
 pub fn select_indices(scores: &[f32], k: usize, order: MemoryOrder) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
     match order {
-        MemoryOrder::Ascending => idx.sort_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize])),
-        MemoryOrder::Descending => idx.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize])),
+        MemoryOrder::Ascending => {
+            idx.sort_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]))
+        }
+        MemoryOrder::Descending => {
+            idx.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]))
+        }
     }
     idx.truncate(k);
     idx

@@ -36,6 +36,8 @@ mod tests {
         assert!((sigmoid_rampup(40.0, 40.0) - 1.0).abs() < 1e-15);
         assert!((sigmoid_rampup(100.0, 40.0) - 1.0).abs() < 1e-15);
         assert!((sigmoid_rampup(20.0, 40.0) - (-1.25f64).exp()).abs() < 1e-15);
-        assert!((consistency_weight(0.1, 200.0, 299) - 0.1 * sigmoid_rampup(1.0, 200.0)).abs() < 1e-15);
+        assert!(
+            (consistency_weight(0.1, 200.0, 299) - 0.1 * sigmoid_rampup(1.0, 200.0)).abs() < 1e-15
+        );
     }
 }

@@ -65,7 +65,14 @@ impl TrainerConfig {
     }
     /// The reference's ACDC (2D) settings.
     pub fn acdc() -> Self {
-        TrainerConfig { labeled_bs: 12, consistency: 0.1, consistency_rampup: 200.0, vat_eps: 6.0, lr_step: None, ..Self::la() }
+        TrainerConfig {
+            labeled_bs: 12,
+            consistency: 0.1,
+            consistency_rampup: 200.0,
+            vat_eps: 6.0,
+            lr_step: None,
+            ..Self::la()
+        }
     }
 }
 
@@ -110,9 +117,21 @@ pub struct Trainer {
 
 impl Trainer {
     pub fn new(model: Model, cfg: TrainerConfig) -> Trainer {
-        let memory = PrototypeMemory::new(model.cfg.num_classes, cfg.memory_per_class, cfg.memory_order);
+        let memory = PrototypeMemory::new(
+            model.cfg.num_classes,
+            cfg.memory_per_class,
+            cfg.memory_order,
+        );
         let lr = cfg.base_lr;
-        Trainer { model, cfg, memory, iter: 0, lr, momentum: BTreeMap::new(), has_grad: BTreeSet::new() }
+        Trainer {
+            model,
+            cfg,
+            memory,
+            iter: 0,
+            lr,
+            momentum: BTreeMap::new(),
+            has_grad: BTreeSet::new(),
+        }
     }
 
     /// SGD momentum buffers by parameter name (checkpoints and resume).
@@ -121,17 +140,29 @@ impl Trainer {
     }
 
     /// Restore optimiser state saved from [`Trainer::momentum_buffers`].
-    pub fn restore(&mut self, iter: u64, lr: f32, momentum: BTreeMap<String, Vec<f32>>) -> Result<()> {
+    pub fn restore(
+        &mut self,
+        iter: u64,
+        lr: f32,
+        momentum: BTreeMap<String, Vec<f32>>,
+    ) -> Result<()> {
         self.iter = iter;
         self.lr = lr;
         self.momentum.clear();
         self.has_grad.clear();
         for (k, v) in momentum {
-            let p = self.model.params().get(&k).ok_or_else(|| Error::msg(format!("momentum buffer for unknown parameter '{k}'")))?;
+            let p = self.model.params().get(&k).ok_or_else(|| {
+                Error::msg(format!("momentum buffer for unknown parameter '{k}'"))
+            })?;
             if v.len() != p.numel() {
-                return Err(Error::msg(format!("momentum buffer '{k}' has {} values for {} parameters", v.len(), p.numel())));
+                return Err(Error::msg(format!(
+                    "momentum buffer '{k}' has {} values for {} parameters",
+                    v.len(),
+                    p.numel()
+                )));
             }
-            self.momentum.insert(k.clone(), Tensor::from_f32(&self.model.gpu, &v, p.shape())?);
+            self.momentum
+                .insert(k.clone(), Tensor::from_f32(&self.model.gpu, &v, p.shape())?);
             self.has_grad.insert(k);
         }
         Ok(())
@@ -155,20 +186,31 @@ impl Trainer {
         let b = x.shape()[0];
         let l = self.cfg.labeled_bs;
         if l == 0 || l >= b {
-            return Err(Error::config(format!("labelled batch {l} must be at least 1 and smaller than the batch {b}")));
+            return Err(Error::config(format!(
+                "labelled batch {l} must be at least 1 and smaller than the batch {b}"
+            )));
         }
         let mut lshape = vec![l];
         lshape.extend_from_slice(&x.shape()[2..]);
         inp.labels.expect_dtype("train step labels", DType::U32)?;
         inp.labels.expect_shape("train step labels", &lshape)?;
-        let seeds = |k: u64| if self.cfg.dropout { Some(inp.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k)) } else { None };
+        let seeds = |k: u64| {
+            if self.cfg.dropout {
+                Some(inp.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k))
+            } else {
+                None
+            }
+        };
 
         // 1. the network on the whole batch
         let (logits, emb) = model.forward(x, Pass::train(seeds(1)))?;
         let p = ops::softmax(&logits)?;
         let p_l = ops::narrow_batch(&p, 0, l)?;
         let (pred_l, pseudo) = no_grad(|| -> Result<(Tensor, Tensor)> {
-            Ok((ops::argmax_channels(&p_l)?, ops::argmax_channels(&ops::narrow_batch(&p, l, b - l)?)?))
+            Ok((
+                ops::argmax_channels(&p_l)?,
+                ops::argmax_channels(&ops::narrow_batch(&p, l, b - l)?)?,
+            ))
         })?;
         let labels_flat = inp.labels.reshape(&[inp.labels.numel()])?;
         let mask = ops::correct_foreground(&pred_l.reshape(&[pred_l.numel()])?, &labels_flat)?;
@@ -186,11 +228,22 @@ impl Trainer {
         })?;
 
         // 3. contrastive losses
-        let pred_feat_l = model.prediction_head(&model.projection_head(&rows_l, BnMode::Train)?, BnMode::Train)?;
+        let pred_feat_l = model.prediction_head(
+            &model.projection_head(&rows_l, BnMode::Train)?,
+            BnMode::Train,
+        )?;
         let cl_l = contrastive_loss(model, &pred_feat_l, &labels_flat, &self.memory)?;
         let rows_u = ops::to_rows(&ops::narrow_batch(&emb, l, b - l)?)?;
-        let pred_feat_u = model.prediction_head(&model.projection_head(&rows_u, BnMode::Train)?, BnMode::Train)?;
-        let cl_u = contrastive_loss(model, &pred_feat_u, &pseudo.reshape(&[pseudo.numel()])?, &self.memory)?;
+        let pred_feat_u = model.prediction_head(
+            &model.projection_head(&rows_u, BnMode::Train)?,
+            BnMode::Train,
+        )?;
+        let cl_u = contrastive_loss(
+            model,
+            &pred_feat_u,
+            &pseudo.reshape(&[pseudo.numel()])?,
+            &self.memory,
+        )?;
 
         // 4. supervised terms and VAT
         let logits_l = ops::narrow_batch(&logits, 0, l)?;
@@ -207,26 +260,64 @@ impl Trainer {
                 &drawn
             }
         };
-        let vat_seeds = self.cfg.dropout.then(|| [seeds(2).unwrap_or(0), seeds(3).unwrap_or(0), seeds(4).unwrap_or(0)]);
-        let (lds, _) = vat_loss(model, x, rand_u, VatConfig { xi: self.cfg.vat_xi, eps: self.cfg.vat_eps }, vat_seeds)?;
+        let vat_seeds = self.cfg.dropout.then(|| {
+            [
+                seeds(2).unwrap_or(0),
+                seeds(3).unwrap_or(0),
+                seeds(4).unwrap_or(0),
+            ]
+        });
+        let (lds, _) = vat_loss(
+            model,
+            x,
+            rand_u,
+            VatConfig {
+                xi: self.cfg.vat_xi,
+                eps: self.cfg.vat_eps,
+            },
+            vat_seeds,
+        )?;
 
         // 5. total loss, read back once, backward, SGD
         let w = self.consistency_weight() as f32;
         let cl = ops::add(&cl_l.loss, &cl_u.loss)?;
         let inner = ops::lincomb(&lds, 1.0, &cl, 0.1)?;
         let loss = ops::lincomb(&loss_dice, 1.0, &inner, w)?;
-        let vals = ops::stack_scalars(&[&loss, &loss_dice, &loss_ce, &lds, &cl_l.loss, &cl_u.loss])?.to_f32()?;
-        let names = ["loss", "loss_dice", "loss_ce", "loss_lds", "loss_cl_l", "loss_cl_u"];
+        let vals =
+            ops::stack_scalars(&[&loss, &loss_dice, &loss_ce, &lds, &cl_l.loss, &cl_u.loss])?
+                .to_f32()?;
+        let names = [
+            "loss",
+            "loss_dice",
+            "loss_ce",
+            "loss_lds",
+            "loss_cl_l",
+            "loss_cl_u",
+        ];
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(Error::msg(format!("non-finite {} ({}) at iteration {}: stopping before the update", names[i], vals[i], self.iter + 1)));
+            return Err(Error::msg(format!(
+                "non-finite {} ({}) at iteration {}: stopping before the update",
+                names[i],
+                vals[i],
+                self.iter + 1
+            )));
         }
         let grads = backward(&loss)?;
-        let zero_prefixes: Vec<String> = cl_l.zero_grad_params.iter().chain(&cl_u.zero_grad_params).cloned().collect();
+        let zero_prefixes: Vec<String> = cl_l
+            .zero_grad_params
+            .iter()
+            .chain(&cl_u.zero_grad_params)
+            .cloned()
+            .collect();
         let lr = self.lr;
         for (name, param) in self.model.params() {
             let g = match grads.get(param) {
                 Some(g) => Some(g.clone()),
-                None if zero_prefixes.iter().any(|p| name.starts_with(p)) || self.has_grad.contains(name) => Some(Tensor::zeros(&gpu, param.shape())?),
+                None if zero_prefixes.iter().any(|p| name.starts_with(p))
+                    || self.has_grad.contains(name) =>
+                {
+                    Some(Tensor::zeros(&gpu, param.shape())?)
+                }
                 None => None,
             };
             let Some(g) = g else { continue };
@@ -240,7 +331,15 @@ impl Trainer {
                     b
                 }
             };
-            ops::sgd_step(param, &g, &buf, lr, self.cfg.momentum, self.cfg.weight_decay, first)?;
+            ops::sgd_step(
+                param,
+                &g,
+                &buf,
+                lr,
+                self.cfg.momentum,
+                self.cfg.weight_decay,
+                first,
+            )?;
         }
         drop(grads);
         self.iter += 1;

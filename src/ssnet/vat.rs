@@ -43,9 +43,18 @@ pub fn l2_normalize_samples(d: &Tensor) -> Result<Tensor> {
 
 /// The LDS loss (on the tape for the weights) and the adversarial direction. `rand_u` holds
 /// U[0,1) noise of x's shape; `dropout` gives each of the three passes its own masks.
-pub fn vat_loss(model: &Model, x: &Tensor, rand_u: &Tensor, cfg: VatConfig, dropout: Option<[u64; 3]>) -> Result<(Tensor, Tensor)> {
+pub fn vat_loss(
+    model: &Model,
+    x: &Tensor,
+    rand_u: &Tensor,
+    cfg: VatConfig,
+    dropout: Option<[u64; 3]>,
+) -> Result<(Tensor, Tensor)> {
     if rand_u.shape() != x.shape() {
-        return Err(Error::op("vat", format!("noise {:?} for input {:?}", rand_u.shape(), x.shape())));
+        return Err(Error::op(
+            "vat",
+            format!("noise {:?} for input {:?}", rand_u.shape(), x.shape()),
+        ));
     }
     let seed = |i: usize| dropout.map(|d| d[i]);
     let pred = no_grad(|| -> Result<Tensor> {
@@ -58,7 +67,9 @@ pub fn vat_loss(model: &Model, x: &Tensor, rand_u: &Tensor, cfg: VatConfig, drop
     let xin = ops::axpy(x, cfg.xi, &d)?;
     let (logits, _) = model.forward(&xin, Pass::frozen(seed(1)))?;
     let adv = dist(model, &ops::softmax(&logits)?, &pred)?;
-    let g = backward_wrt(&adv, &[&d])?.remove(&d).ok_or_else(|| Error::op("vat", "no gradient reached the perturbation"))?;
+    let g = backward_wrt(&adv, &[&d])?
+        .remove(&d)
+        .ok_or_else(|| Error::op("vat", "no gradient reached the perturbation"))?;
     let d_adv = no_grad(|| l2_normalize_samples(&g))?;
     let xadv = ops::axpy(x, cfg.eps, &d_adv)?;
     let (logits, _) = model.forward(&xadv, Pass::frozen(seed(2)))?;
