@@ -79,6 +79,15 @@ pub fn labelled_slices(cases: &[&str], patients: usize) -> usize {
 impl TrainSet {
     /// Open the dataset of `cfg` (lists checked; volumes read lazily).
     pub fn open(cfg: &TrainConfig) -> Result<TrainSet> {
+        if !cfg.data.is_dir() {
+            return Err(Error::file(
+                &cfg.data,
+                format!(
+                    "{} dataset folder not found: pass --data DIR (or set `data` in the config)",
+                    cfg.dataset.name()
+                ),
+            ));
+        }
         match cfg.dataset {
             DatasetKind::La => {
                 let ds = LaDataset::open(&cfg.data)?;
