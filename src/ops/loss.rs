@@ -6,7 +6,7 @@
 //! [N, ...] (one-hot) or soft probabilities of p's shape. The target is a constant (SS-Net
 //! always detaches it): only `p` gets a gradient.
 
-use super::reduce::{sum_all, sum_mid_raw};
+use super::reduce::sum_mid_raw;
 use super::{launch, u32_of};
 use crate::autograd::record;
 use crate::error::{Error, Result};
@@ -236,10 +236,4 @@ pub fn soft_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
 /// SS-Net 3D VAT distance: binary Dice over the whole two-channel tensors.
 pub fn whole_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     dice_loss(p, DiceTarget::Soft(q), DiceKind::Whole)
-}
-
-/// Mean of a tensor's elements as a loss (kept for symmetry with PyTorch's `.mean()`).
-pub fn mean_loss(x: &Tensor) -> Result<Tensor> {
-    let s = sum_all(x)?;
-    super::elementwise::scale(&s, 1.0 / x.numel() as f32)
 }

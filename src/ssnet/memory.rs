@@ -82,21 +82,6 @@ impl PrototypeMemory {
             Ok(())
         })
     }
-
-    /// The memory as named f32 arrays (`memory_c`), for logs and checks.
-    pub fn read(&self) -> Result<Vec<Option<Vec<f32>>>> {
-        self.entries
-            .iter()
-            .map(|e| e.as_ref().map(|t| t.to_f32()).transpose())
-            .collect()
-    }
-
-    /// Empty every entry (the reference keeps nothing across runs).
-    pub fn clear(&mut self) {
-        for e in &mut self.entries {
-            *e = None;
-        }
-    }
 }
 
 /// The indices kept: the first `k` of a stable ascending (or descending) sort of `scores`.
