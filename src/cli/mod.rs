@@ -18,6 +18,17 @@ pub struct Cli {
     /// GPU to use: an adapter index from `ssnet devices` or a substring of its name.
     #[arg(long, global = true, env = "SSNET_DEVICE")]
     pub device: Option<String>,
+    /// Convolution GEMMs on the GPU's matrix units (tensor cores): f16 tiles with f32
+    /// accumulation, where the adapter offers f16 cooperative matrices (else the f32 path,
+    /// with a warning). `off` (default, the reference), `on`, or `emulate` (the same f16 path
+    /// without matrix units: for checking it on any adapter, slow).
+    #[arg(
+        long,
+        global = true,
+        env = "SSNET_TENSOR_CORES",
+        value_name = "off|on|emulate"
+    )]
+    pub tensor_cores: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,6 +49,11 @@ pub enum Command {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
+    if let Some(t) = &cli.tensor_cores {
+        // Validated here (a one-line error), then read by every `Gpu::new`.
+        crate::gpu::MatrixUnits::parse(t)?;
+        std::env::set_var("SSNET_TENSOR_CORES", t);
+    }
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Train(a) => train::run(*a, cli.device.as_deref()),

@@ -29,6 +29,81 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
 
+/// How the convolution GEMMs multiply (`SSNET_TENSOR_CORES`, `ssnet --tensor-cores`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MatrixUnits {
+    /// f32 everywhere: the default and the reference.
+    #[default]
+    Off,
+    /// f16 tiles on the adapter's matrix units (cooperative matrices), f32 accumulation.
+    Coop,
+    /// The same f16 tiles and scaling multiplied lane by lane (any adapter with SHADER_F16):
+    /// for testing the tensor-core kernel where no matrix unit exists, never fast.
+    Emulated,
+}
+
+impl MatrixUnits {
+    /// `off`/`0`, `on`/`1`/`coop`, `emulate`.
+    pub fn parse(s: &str) -> Result<MatrixUnits> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "off" | "false" | "no" => Ok(MatrixUnits::Off),
+            "1" | "on" | "true" | "yes" | "coop" => Ok(MatrixUnits::Coop),
+            "emulate" | "emulated" => Ok(MatrixUnits::Emulated),
+            other => Err(Error::msg(format!(
+                "SSNET_TENSOR_CORES / --tensor-cores: '{other}' is not one of off, on, emulate"
+            ))),
+        }
+    }
+}
+
+/// Options of [`Gpu::with_options`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuOptions {
+    pub matrix_units: MatrixUnits,
+}
+
+impl GpuOptions {
+    /// From the environment (`SSNET_TENSOR_CORES`).
+    pub fn from_env() -> Result<GpuOptions> {
+        Ok(GpuOptions {
+            matrix_units: match std::env::var("SSNET_TENSOR_CORES") {
+                Ok(v) => MatrixUnits::parse(&v)?,
+                Err(_) => MatrixUnits::Off,
+            },
+        })
+    }
+}
+
+/// Whether the adapter can run the cooperative-matrix convolution: f16 × f16 → f32 16×16×16
+/// tiles, SHADER_F16, and subgroups of exactly 32 lanes (the kernel's layout).
+pub fn cooperative_matrix_support(a: &wgpu::Adapter) -> std::result::Result<(), String> {
+    let f = a.features();
+    if !f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Err("no EXPERIMENTAL_COOPERATIVE_MATRIX".into());
+    }
+    if !f.contains(wgpu::Features::SHADER_F16) {
+        return Err("no SHADER_F16".into());
+    }
+    let tile = a.cooperative_matrix_properties().iter().any(|c| {
+        c.m_size == 16
+            && c.n_size == 16
+            && c.k_size == 16
+            && c.ab_type == wgpu::CooperativeScalarType::F16
+            && c.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !tile {
+        return Err("no f16 x f16 -> f32 16x16x16 cooperative matrix".into());
+    }
+    let info = a.get_info();
+    if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return Err(format!(
+            "subgroups of {}..{} lanes (the kernel needs exactly 32)",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    Ok(())
+}
+
 /// How to get an adapter when there is none: printed in the error.
 const NO_ADAPTER_HINT: &str = "no GPU adapter found: install your GPU's Vulkan/Metal/DX12 driver, \
 or Mesa's software Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)";
@@ -202,6 +277,10 @@ pub struct Gpu {
     pub(crate) pool: Arc<Mutex<BufferPool>>,
     rec: Mutex<Recorder>,
     sync_each: bool,
+    /// What the convolution GEMMs multiply on (after the capability probe).
+    matrix_units: MatrixUnits,
+    /// The numerical check of the matrix-unit path, run on its first use: `Err` disables it.
+    pub(crate) matrix_check: Mutex<Option<std::result::Result<(), String>>>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -215,19 +294,56 @@ struct PipelineKey {
 static DEFAULT: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
 
 impl Gpu {
-    /// Open the adapter named by `selector` (index or name substring; `None` = best).
+    /// Open the adapter named by `selector` (index or name substring; `None` = best), with
+    /// the options of the environment ([`GpuOptions::from_env`]).
     pub fn new(selector: Option<&str>) -> Result<Arc<Gpu>> {
+        Gpu::with_options(selector, GpuOptions::from_env()?)
+    }
+
+    /// Open the adapter named by `selector` with explicit options.
+    pub fn with_options(selector: Option<&str>, opts: GpuOptions) -> Result<Arc<Gpu>> {
         let inst = instance();
         let adapter = choose(adapters(&inst), selector)?;
         let info = adapter.get_info();
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut features = adapter.features() & WANTED_FEATURES;
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let matrix_units = match opts.matrix_units {
+            MatrixUnits::Off => MatrixUnits::Off,
+            MatrixUnits::Coop => match cooperative_matrix_support(&adapter) {
+                Ok(()) => {
+                    features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                    // SAFETY: wgpu warns that experimental APIs may still hold bugs with
+                    // undefined behaviour. Only reached when the user asked for tensor cores
+                    // (off by default); the kernel is compared with the f32 path on first use
+                    // (ops::conv) and disabled if the two disagree.
+                    experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+                    MatrixUnits::Coop
+                }
+                Err(why) => {
+                    eprintln!(
+                        "ssnet: tensor cores requested but '{}' cannot run them ({why}); using the f32 path",
+                        info.name
+                    );
+                    MatrixUnits::Off
+                }
+            },
+            MatrixUnits::Emulated => {
+                if !features.contains(wgpu::Features::SHADER_F16) {
+                    return Err(Error::gpu(format!(
+                        "the emulated tensor-core path needs SHADER_F16, which '{}' lacks",
+                        info.name
+                    )));
+                }
+                MatrixUnits::Emulated
+            }
+        };
         // Ask for everything the adapter offers: big activations need its real binding size.
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ssnet"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -259,6 +375,8 @@ impl Gpu {
                 dispatches: 0,
             }),
             sync_each: std::env::var("SSNET_SYNC").as_deref() == Ok("1"),
+            matrix_units,
+            matrix_check: Mutex::new(None),
         }))
     }
 
@@ -271,6 +389,15 @@ impl Gpu {
             })
             .clone()
             .map_err(Error::Gpu)
+    }
+
+    /// What the convolution GEMMs multiply on: [`MatrixUnits::Off`] unless asked for and
+    /// offered, or once the first-use check of the matrix-unit path has failed.
+    pub fn matrix_units(&self) -> MatrixUnits {
+        match *self.matrix_check.lock().unwrap() {
+            Some(Err(_)) => MatrixUnits::Off,
+            _ => self.matrix_units,
+        }
     }
 
     /// Largest buffer a single storage binding can see.
@@ -328,7 +455,7 @@ impl Gpu {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader.file()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                source: wgpu::ShaderSource::Wgsl(shader.source()),
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu(format!("shader {}: {e}", shader.file())));

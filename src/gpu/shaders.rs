@@ -1,7 +1,13 @@
-//! The shader registry: every WGSL file of `shaders/`, included once. A test walks the
-//! folder and fails on a file that is not listed here, and naga validates each one.
+//! The shader registry: every WGSL file of `shaders/`, included once. A shader module is one
+//! file, or several files joined in order behind a line of `enable` directives (the
+//! convolution helpers shared by the f32 and the f16 matrix-unit kernels; the two back-ends of
+//! the matrix-unit kernel). A test walks the folder and fails on a file no module uses, and
+//! naga validates every module.
 
-/// One WGSL file (an op family). Entry points inside are named `<op>_fwd`, `<op>_bwd_<input>`.
+use std::borrow::Cow;
+
+/// One shader module (an op family). Entry points inside are named `<op>_fwd`,
+/// `<op>_bwd_<input>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Shader {
     Elementwise,
@@ -11,6 +17,13 @@ pub enum Shader {
     Matmul,
     Rows,
     Conv,
+    /// The convolution GEMM on f16 tiles with f32 accumulation through cooperative matrices
+    /// (tensor cores): needs `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
+    ConvMma,
+    /// The same kernel with the matrix products done lane by lane on the same f16 tiles: any
+    /// adapter with `SHADER_F16` (lavapipe included) runs it, so the tests check the staging,
+    /// scaling and epilogue of [`Shader::ConvMma`] where no matrix units exist.
+    ConvMmaEmulated,
     ConvTranspose,
     BatchNorm,
     Resample,
@@ -19,35 +32,83 @@ pub enum Shader {
     Infer,
 }
 
-macro_rules! registry {
-    ($($v:ident => $file:literal),* $(,)?) => {
-        impl Shader {
-            /// Every registered shader.
-            pub const ALL: &'static [Shader] = &[$(Shader::$v),*];
-            /// File name under `shaders/`.
-            pub fn file(self) -> &'static str {
-                match self { $(Shader::$v => $file),* }
-            }
-            /// WGSL source, compiled into the binary.
-            pub fn source(self) -> &'static str {
-                match self { $(Shader::$v => include_str!(concat!("../../shaders/", $file))),* }
-            }
-        }
+macro_rules! file {
+    ($f:literal) => {
+        ($f, include_str!(concat!("../../shaders/", $f)))
     };
 }
 
-registry! {
-    Elementwise => "elementwise.wgsl",
-    Reduce => "reduce.wgsl",
-    Softmax => "softmax.wgsl",
-    Loss => "loss.wgsl",
-    Matmul => "matmul.wgsl",
-    Rows => "rows.wgsl",
-    Conv => "conv.wgsl",
-    ConvTranspose => "conv_transpose.wgsl",
-    BatchNorm => "batchnorm.wgsl",
-    Resample => "resample.wgsl",
-    Dropout => "dropout.wgsl",
-    Optim => "optim.wgsl",
-    Infer => "infer.wgsl",
+const CONV_COMMON: (&str, &str) = file!("conv_common.wgsl");
+const CONV_MMA: (&str, &str) = file!("conv_mma.wgsl");
+
+impl Shader {
+    /// Every registered shader module.
+    pub const ALL: &'static [Shader] = &[
+        Shader::Elementwise,
+        Shader::Reduce,
+        Shader::Softmax,
+        Shader::Loss,
+        Shader::Matmul,
+        Shader::Rows,
+        Shader::Conv,
+        Shader::ConvMma,
+        Shader::ConvMmaEmulated,
+        Shader::ConvTranspose,
+        Shader::BatchNorm,
+        Shader::Resample,
+        Shader::Dropout,
+        Shader::Optim,
+        Shader::Infer,
+    ];
+
+    /// The files of the module under `shaders/` (name, contents), joined in this order.
+    pub fn parts(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Shader::Elementwise => &[file!("elementwise.wgsl")],
+            Shader::Reduce => &[file!("reduce.wgsl")],
+            Shader::Softmax => &[file!("softmax.wgsl")],
+            Shader::Loss => &[file!("loss.wgsl")],
+            Shader::Matmul => &[file!("matmul.wgsl")],
+            Shader::Rows => &[file!("rows.wgsl")],
+            Shader::Conv => &[CONV_COMMON, file!("conv.wgsl")],
+            Shader::ConvMma => &[CONV_COMMON, CONV_MMA, file!("mma_coop.wgsl")],
+            Shader::ConvMmaEmulated => &[CONV_COMMON, CONV_MMA, file!("mma_emulated.wgsl")],
+            Shader::ConvTranspose => &[file!("conv_transpose.wgsl")],
+            Shader::BatchNorm => &[file!("batchnorm.wgsl")],
+            Shader::Resample => &[file!("resample.wgsl")],
+            Shader::Dropout => &[file!("dropout.wgsl")],
+            Shader::Optim => &[file!("optim.wgsl")],
+            Shader::Infer => &[file!("infer.wgsl")],
+        }
+    }
+
+    /// `enable` directives put before the parts (they must open a WGSL module).
+    pub fn enables(self) -> &'static str {
+        match self {
+            Shader::ConvMma => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Shader::ConvMmaEmulated => "enable f16;\n",
+            _ => "",
+        }
+    }
+
+    /// The module's name in messages: its last part, the one holding its entry points or its
+    /// back-end.
+    pub fn file(self) -> &'static str {
+        self.parts().last().expect("a module has a part").0
+    }
+
+    /// WGSL source of the module (compiled into the binary).
+    pub fn source(self) -> Cow<'static, str> {
+        match (self.enables(), self.parts()) {
+            ("", [(_, one)]) => Cow::Borrowed(one),
+            (enables, parts) => {
+                let mut s = String::from(enables);
+                for (name, text) in parts {
+                    s.push_str(&format!("\n// ---- shaders/{name}\n"));
+                    s.push_str(text);
+                }
+                Cow::Owned(s)
+            }
+        }
+    }
 }

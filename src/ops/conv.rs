@@ -27,9 +27,10 @@
 use super::u32_of;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Shader};
+use crate::gpu::{Gpu, MatrixUnits, Shader};
 use crate::tensor::{numel, DType, Tensor};
 use std::cell::Cell;
+use std::sync::Arc;
 
 /// Mirrors `ConvParams` in conv.wgsl.
 #[repr(C)]
@@ -360,12 +361,17 @@ fn fwd_raw(
     b: Option<&Tensor>,
     out_shape: &[usize],
 ) -> Result<Tensor> {
+    gemm_run(op, fwd_params(op, g)?, x, w, b, out_shape)
+}
+
+/// The `conv_gemm` geometry of the forward convolution `g`.
+fn fwd_params(op: &str, g: &Geom) -> Result<ConvParams> {
     let (m, n, k) = (g.n * vol(g.o), g.co, g.ci * g.kv());
-    let p = ConvParams {
+    Ok(ConvParams {
         m: u(op, m)?,
         n: u(op, n)?,
         k: u(op, k)?,
-        has_bias: b.is_some() as u32,
+        has_bias: 0, // set by gemm_run
         sc: u(op, g.ci)?,
         sx: u(op, g.x[0])?,
         sy: u(op, g.x[1])?,
@@ -389,8 +395,7 @@ fn fwd_raw(
         wc: u(op, g.kv())?,
         wstride: u(op, k)?,
         ..Default::default()
-    };
-    gemm_run(op, p, x, w, b, out_shape)
+    })
 }
 
 /// GEMMs with at most this many columns use `conv_gemm_narrow` (no A staging, 4 rows per
@@ -430,7 +435,7 @@ fn gemm_run(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     let gpu = src.gpu().clone();
-    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let (m, n) = (p.m as usize, p.n as usize);
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
     if n <= NARROW_N {
         let total = m.div_ceil(NARROW_ROWS);
@@ -449,6 +454,24 @@ fn gemm_run(
         )?;
         return Ok(out);
     }
+    if let Some(shader) = mma_shader(&gpu) {
+        return gemm_mma(op, shader, p, src, w, b, out_shape);
+    }
+    gemm_f32(op, p, src, w, b, out_shape)
+}
+
+/// The f32 `conv_gemm` of [`gemm_run`] (more than [`NARROW_N`] columns).
+fn gemm_f32(
+    op: &str,
+    mut p: ConvParams,
+    src: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = src.gpu().clone();
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
     let tile = pick_tile(m, n);
     let tiles_n = n.div_ceil(tile.1 as usize);
     let tiles = m.div_ceil(tile.0 as usize) * tiles_n;
@@ -473,6 +496,198 @@ fn gemm_run(
         &tile_consts(tile),
         &p,
         &[src.buffer(), w.buffer(), bias, out.buffer()],
+        groups,
+    )?;
+    if splits == 1 {
+        return Ok(out);
+    }
+    super::reduce::sum_axes(&out, &[0])?.reshape(out_shape)
+}
+
+// ------------------------------------------------------------------ matrix units (f16)
+
+/// Tile configurations of the matrix-unit GEMM `conv_mma` (subgroups along the rows, along
+/// the columns, 16-column accumulators per subgroup): 256×16, 256×32, 128×64 and 64×128
+/// outputs per 256-invocation workgroup.
+pub const MMA_TILES: &[(u32, u32, u32)] = &[(8, 1, 1), (8, 1, 2), (4, 2, 2), (2, 4, 2)];
+/// Reduction step of `conv_mma`.
+const MMA_K: usize = 32;
+
+/// The `conv_mma` tile for `n` GEMM columns: the narrowest that covers them (VNet's Co = 16
+/// and 32 layers get tall tiles), 64×128 beyond 64 columns.
+pub fn pick_mma_tile(n: usize) -> (u32, u32, u32) {
+    match n {
+        0..=16 => MMA_TILES[0],
+        17..=32 => MMA_TILES[1],
+        33..=64 => MMA_TILES[2],
+        _ => MMA_TILES[3],
+    }
+}
+
+/// Rows and columns of a `conv_mma` tile.
+fn mma_tile_dims(t: (u32, u32, u32)) -> (usize, usize) {
+    (32 * t.0 as usize, 16 * (t.1 * t.2) as usize)
+}
+
+/// The matrix-unit module the convolution GEMMs use on this adapter, if any. The first call
+/// compares the path with the f32 GEMM on a small problem ([`check_mma`]); a failure (a
+/// driver that rejects the module, or results that disagree) prints one line and leaves the
+/// f32 path in charge for the rest of the process.
+fn mma_shader(gpu: &Arc<Gpu>) -> Option<Shader> {
+    let shader = match gpu.matrix_units() {
+        MatrixUnits::Off => return None,
+        MatrixUnits::Coop => Shader::ConvMma,
+        MatrixUnits::Emulated => Shader::ConvMmaEmulated,
+    };
+    if gpu.matrix_check.lock().unwrap().is_none() {
+        let r = check_mma(gpu, shader).map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            eprintln!(
+                "ssnet: the tensor-core convolution failed its check on '{}' ({e}); using the f32 path",
+                gpu.info.name
+            );
+        }
+        *gpu.matrix_check.lock().unwrap() = Some(r);
+    }
+    match gpu.matrix_check.lock().unwrap().as_ref() {
+        Some(Ok(())) => Some(shader),
+        _ => None,
+    }
+}
+
+/// Relative L2 distance above which the matrix-unit path is judged wrong (f16 operands give
+/// about 5e-4 on random data).
+const MMA_CHECK_TOL: f64 = 1e-2;
+
+/// Runs one convolution (x [2, 5, 9, 7, 6], 24 output channels, 3³ kernel, padding 1: rows,
+/// columns and reduction all off the tile multiples) through `shader` and through the f32
+/// GEMM, and compares them.
+fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
+    let op = "tensor-core check";
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let (xs, ws) = ([2, 5, 9, 7, 6], [24, 5, 3, 3, 3]);
+    let x = Tensor::from_f32(gpu, &rand(numel(&xs)), &xs)?;
+    let w = Tensor::from_f32(gpu, &rand(numel(&ws)), &ws)?;
+    let b = Tensor::from_f32(gpu, &rand(24), &[24])?;
+    let g = conv_geom(op, &xs, &ws, 1, 1, false)?;
+    let p = fwd_params(op, &g)?;
+    let ys = y_shape(&g, false);
+    let want = gemm_f32(op, p, &x, &w, Some(&b), &ys)?.to_f32()?;
+    let got = gemm_mma(op, shader, p, &x, &w, Some(&b), &ys)?.to_f32()?;
+    let (mut num, mut den) = (0f64, 0f64);
+    for (a, e) in got.iter().zip(&want) {
+        num += (*a as f64 - *e as f64).powi(2);
+        den += (*e as f64).powi(2);
+    }
+    let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+    if !rel.is_finite() || rel > MMA_CHECK_TOL {
+        return Err(Error::op(
+            op,
+            format!("relative L2 distance {rel:.3e} from the f32 path (limit {MMA_CHECK_TOL})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Power-of-two operand scales of a matrix-unit GEMM, computed on the GPU: [sa, sb,
+/// 1 / (sa sb)] bringing max|a| and max|b| into [2^14, 2^15) (see conv_mma.wgsl).
+fn mma_scales(op: &str, shader: Shader, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let gpu = a.gpu().clone();
+    let groups = |len: usize| len.div_ceil(4096).clamp(1, 256);
+    let gmax = groups(a.numel()).max(groups(b.numel()));
+    let partial = Tensor::empty(&gpu, &[2 * gmax], DType::F32, op)?;
+    for (i, t) in [a, b].into_iter().enumerate() {
+        let len = t.numel();
+        let p = ConvParams {
+            m: u(op, len)?,
+            chunk: u(op, len.div_ceil(gmax))?,
+            sc: u(op, i * gmax)?,
+            nchunks: u(op, gmax)?,
+            ..Default::default()
+        };
+        gpu.dispatch(
+            shader,
+            "mma_absmax",
+            &p,
+            &[t.buffer(), partial.buffer()],
+            [gmax as u32, 1, 1],
+        )?;
+    }
+    let scales = Tensor::empty(&gpu, &[3], DType::F32, op)?;
+    let p = ConvParams {
+        nchunks: u(op, gmax)?,
+        ..Default::default()
+    };
+    gpu.dispatch(
+        shader,
+        "mma_scales",
+        &p,
+        &[partial.buffer(), scales.buffer()],
+        [1, 1, 1],
+    )?;
+    Ok(scales)
+}
+
+/// [`gemm_f32`] on f16 tiles through the matrix-unit module `shader` (f32 accumulation,
+/// power-of-two operand scaling, the same split-K and output layout).
+fn gemm_mma(
+    op: &str,
+    shader: Shader,
+    mut p: ConvParams,
+    src: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = src.gpu().clone();
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
+    let tile = pick_mma_tile(n);
+    let (tbm, tbn) = mma_tile_dims(tile);
+    let tiles_n = n.div_ceil(tbn);
+    let tiles = m.div_ceil(tbm) * tiles_n;
+    let (splits, chunk) = gemm_splits(tiles, k, MMA_K);
+    let total = tiles * splits;
+    p.has_bias = b.is_some() as u32;
+    p.tiles_n = u(op, tiles_n)?;
+    p.tiles_total = u(op, total)?;
+    p.chunk = u(op, chunk)?;
+    p.nchunks = u(op, splits)?;
+    u(op, splits * m * n)?;
+    let scales = mma_scales(op, shader, src, w)?;
+    let groups = grid(&gpu, op, total as u64)?;
+    let out_len = if splits == 1 {
+        out_shape.to_vec()
+    } else {
+        vec![splits, m * n]
+    };
+    let out = Tensor::empty(&gpu, &out_len, DType::F32, op)?;
+    gpu.dispatch_with(
+        shader,
+        "conv_mma",
+        &[
+            ("SGM", tile.0 as f64),
+            ("SGN", tile.1 as f64),
+            ("TN", tile.2 as f64),
+        ],
+        &p,
+        &[
+            src.buffer(),
+            w.buffer(),
+            bias,
+            out.buffer(),
+            scales.buffer(),
+        ],
         groups,
     )?;
     if splits == 1 {
