@@ -82,7 +82,9 @@ fn matrix_unit_backends_share_entry_points() {
         v
     };
     assert_eq!(names(Shader::ConvMma), names(Shader::ConvMmaEmulated));
-    assert!(names(Shader::ConvMma).contains(&"conv_mma".to_string()));
+    for e in ["conv_mma", "wgrad_mma", "mma_absmax", "mma_scales"] {
+        assert!(names(Shader::ConvMma).contains(&e.to_string()), "{e}");
+    }
 }
 
 /// The cooperative-matrix module translates to SPIR-V with every tile configuration the Rust
@@ -91,11 +93,16 @@ fn matrix_unit_backends_share_entry_points() {
 fn cooperative_matrix_module_translates_to_spirv() {
     let src = Shader::ConvMma.source();
     let (module, info) = validate("conv_mma (coop)", &src);
-    for &(sgm, sgn, tn) in ssnet::ops::MMA_TILES {
+    let cases = ssnet::ops::MMA_TILES
+        .iter()
+        .map(|t| ("conv_mma", t))
+        .chain(ssnet::ops::WGRAD_MMA_TILES.iter().map(|t| ("wgrad_mma", t)));
+    for (entry, &(sgm, sgn, tm, tn)) in cases {
         let mut constants = naga::back::PipelineConstants::default();
         for (k, v) in [
             ("SGM".to_string(), sgm as f64),
             ("SGN".to_string(), sgn as f64),
+            ("TM".to_string(), tm as f64),
             ("TN".to_string(), tn as f64),
         ] {
             constants.insert(k, v);
@@ -103,31 +110,31 @@ fn cooperative_matrix_module_translates_to_spirv() {
         let (m, i) = naga::back::pipeline_constants::process_overrides(
             &module,
             &info,
-            Some((naga::ShaderStage::Compute, "conv_mma")),
+            Some((naga::ShaderStage::Compute, entry)),
             &constants,
         )
-        .unwrap_or_else(|e| panic!("overrides {sgm}x{sgn}x{tn}: {e:?}"));
+        .unwrap_or_else(|e| panic!("overrides {entry} {sgm}x{sgn}x{tm}x{tn}: {e:?}"));
         let opts = naga::back::spv::Options {
             lang_version: (1, 3),
             ..Default::default()
         };
         let pipe = naga::back::spv::PipelineOptions {
             shader_stage: naga::ShaderStage::Compute,
-            entry_point: "conv_mma".to_string(),
+            entry_point: entry.to_string(),
         };
         let words = naga::back::spv::write_vec(&m, &i, &opts, Some(&pipe))
-            .unwrap_or_else(|e| panic!("SPIR-V for tiles {sgm}x{sgn}x{tn}: {e:?}"));
+            .unwrap_or_else(|e| panic!("SPIR-V for tiles {entry} {sgm}x{sgn}x{tm}x{tn}: {e:?}"));
         assert!(words.len() > 100, "SPIR-V suspiciously short");
         assert_eq!(words[0], 0x0723_0203, "not a SPIR-V module");
         // OpCooperativeMatrixMulAddKHR (opcode 4459) must be there: the products really go
         // through the matrix units.
         assert!(
             words.iter().any(|w| w & 0xffff == 4459),
-            "no OpCooperativeMatrixMulAddKHR in the SPIR-V of tiles {sgm}x{sgn}x{tn}"
+            "no OpCooperativeMatrixMulAddKHR in the SPIR-V of tiles {entry} {sgm}x{sgn}x{tm}x{tn}"
         );
         if let Ok(dir) = std::env::var("SSNET_DUMP_SPIRV") {
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            std::fs::write(format!("{dir}/conv_mma_{sgm}x{sgn}x{tn}.spv"), bytes).unwrap();
+            std::fs::write(format!("{dir}/{entry}_{sgm}x{sgn}x{tm}x{tn}.spv"), bytes).unwrap();
         }
     }
 }

@@ -44,8 +44,9 @@ fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
     (num / den).sqrt()
 }
 
-/// Forward (with bias) and input gradient of one conv on the f16 path against the twins;
-/// also checks the result is not the f32 path's (the f16 path really ran).
+/// Forward (with bias), input and weight gradients of one conv on the f16 path against the
+/// twins; also checks the forward and weight gradient are not the f32 path's (the f16 path
+/// really ran).
 fn check(x_shape: &[usize], w_shape: &[usize], s: usize, p: usize, seed: u64, gy_scale: f64) {
     let g = emu();
     let f32_gpu = gpu();
@@ -71,33 +72,41 @@ fn check(x_shape: &[usize], w_shape: &[usize], s: usize, p: usize, seed: u64, gy
         .iter()
         .map(|v| v * gy_scale)
         .collect();
-    let gxr = if d2 {
-        r::conv2d_bwd_input(&dy, &w, w_shape, x_shape, s, p)
+    let (gxr, gwr) = if d2 {
+        (
+            r::conv2d_bwd_input(&dy, &w, w_shape, x_shape, s, p),
+            r::conv2d_bwd_weight(&dy, &x, x_shape, w_shape, s, p),
+        )
     } else {
-        r::conv3d_bwd_input(&dy, &w, w_shape, x_shape, s, p)
+        (
+            r::conv3d_bwd_input(&dy, &w, w_shape, x_shape, s, p),
+            r::conv3d_bwd_weight(&dy, &x, x_shape, w_shape, s, p),
+        )
     };
     let name = format!("x {x_shape:?} w {w_shape:?} s {s} p {p} gy×{gy_scale:e}");
-    let run = |g: &Arc<Gpu>| -> (Vec<f64>, Vec<f64>) {
+    let run = |g: &Arc<Gpu>| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (xt, wt, bt) = (
             upload(g, &x, x_shape),
             upload(g, &w, w_shape),
             upload(g, &b, &[w_shape[0]]),
         );
         let dyt = upload(g, &dy, &ys);
-        let (y, gx) = if d2 {
+        let (y, gx, gw) = if d2 {
             (
                 ops::conv2d(&xt, &wt, Some(&bt), s, p).unwrap(),
                 ops::conv2d_bwd_input(&dyt, &wt, x_shape, s, p).unwrap(),
+                ops::conv2d_bwd_weight(&dyt, &xt, w_shape, s, p).unwrap(),
             )
         } else {
             (
                 ops::conv3d(&xt, &wt, Some(&bt), s, p).unwrap(),
                 ops::conv3d_bwd_input(&dyt, &wt, x_shape, s, p).unwrap(),
+                ops::conv3d_bwd_weight(&dyt, &xt, w_shape, s, p).unwrap(),
             )
         };
-        (down(&y), down(&gx))
+        (down(&y), down(&gx), down(&gw))
     };
-    let (y16, gx16) = run(&g);
+    let (y16, gx16, gw16) = run(&g);
     assert_eq!(
         g.matrix_units(),
         MatrixUnits::Emulated,
@@ -105,19 +114,23 @@ fn check(x_shape: &[usize], w_shape: &[usize], s: usize, p: usize, seed: u64, gy
     );
     assert_close(&format!("{name} fwd f16"), &y16, &yr, TOL_F16);
     assert_close(&format!("{name} gx f16"), &gx16, &gxr, TOL_F16);
-    let (y32, _) = run(&f32_gpu);
-    let d = rel_l2(&y16, &y32);
-    assert!(
-        d > 1e-6,
-        "{name}: the f16 path matches the f32 path to {d:e}: it did not run on f16 tiles"
-    );
+    assert_close(&format!("{name} gw f16"), &gw16, &gwr, TOL_F16);
+    let (y32, _, gw32) = run(&f32_gpu);
+    for (what, a, b) in [("forward", &y16, &y32), ("weight gradient", &gw16, &gw32)] {
+        let d = rel_l2(a, b);
+        assert!(
+            d > 1e-6,
+            "{name}: the f16 {what} matches the f32 path to {d:e}: it did not run on f16 tiles"
+        );
+    }
 }
 
 #[test]
 fn conv3d_on_f16_tiles_matches_the_twins_for_every_tile_shape() {
     // Co = 13 (narrowest tile), 24 (256×32), 40 (128×64), 70 (64×128): rows, columns and
-    // reduction all off the tile multiples.
-    for (i, co) in [13usize, 24, 40, 70].into_iter().enumerate() {
+    // reduction all off the tile multiples. The weight gradients (rows Co, columns 5·27)
+    // take the 16×256, 32×128, 64×128 and 128×64 tiles; 150 channels the 256×32 one.
+    for (i, co) in [13usize, 24, 40, 70, 150].into_iter().enumerate() {
         check(
             &[2, 5, 9, 7, 6],
             &[co, 5, 3, 3, 3],
@@ -127,6 +140,24 @@ fn conv3d_on_f16_tiles_matches_the_twins_for_every_tile_shape() {
             1.0,
         );
     }
+}
+
+/// The cases above reach every matrix-unit tile (forward columns = Co, weight-gradient rows
+/// = Co and columns = 5·27).
+#[test]
+fn the_cases_cover_every_matrix_unit_tile() {
+    let cos = [13usize, 24, 40, 70, 150];
+    let fwd: std::collections::HashSet<_> = cos.iter().map(|&c| ops::pick_mma_tile(c)).collect();
+    let wg: std::collections::HashSet<_> = cos
+        .iter()
+        .map(|&c| ops::pick_wgrad_mma_tile(c, 5 * 27))
+        .collect();
+    assert_eq!(fwd.len(), ops::MMA_TILES.len(), "forward tiles {fwd:?}");
+    assert_eq!(
+        wg.len(),
+        ops::WGRAD_MMA_TILES.len(),
+        "weight-gradient tiles {wg:?}"
+    );
 }
 
 #[test]
@@ -141,6 +172,8 @@ fn conv2d_and_strided_conv_on_f16_tiles_match_the_twins() {
 fn split_reduction_on_f16_tiles_matches_the_twins() {
     // 27 rows and a 3456-long reduction: one output tile, the reduction split in three.
     check(&[1, 128, 3, 3, 3], &[20, 128, 3, 3, 3], 1, 1, 30, 1.0);
+    // A long weight-gradient reduction (2·16·14·12 rows): chunked, summed in a fixed order.
+    check(&[2, 3, 16, 14, 12], &[17, 3, 3, 3, 3], 1, 1, 31, 1.0);
 }
 
 #[test]

@@ -506,16 +506,28 @@ fn gemm_f32(
 
 // ------------------------------------------------------------------ matrix units (f16)
 
-/// Tile configurations of the matrix-unit GEMM `conv_mma` (subgroups along the rows, along
-/// the columns, 16-column accumulators per subgroup): 256×16, 256×32, 128×64 and 64×128
-/// outputs per 256-invocation workgroup.
-pub const MMA_TILES: &[(u32, u32, u32)] = &[(8, 1, 1), (8, 1, 2), (4, 2, 2), (2, 4, 2)];
-/// Reduction step of `conv_mma`.
+/// A matrix-unit tile: subgroups along the rows and along the columns (8 in all), 16×16
+/// accumulators per subgroup along the rows and along the columns (1 or 2 each).
+pub type MmaTile = (u32, u32, u32, u32);
+
+/// Tiles of `conv_mma` (forward / input gradient; columns = output channels): 256×16,
+/// 256×32, 128×64 and 64×128 outputs per 256-invocation workgroup.
+pub const MMA_TILES: &[MmaTile] = &[(8, 1, 2, 1), (8, 1, 2, 2), (4, 2, 2, 2), (2, 4, 2, 2)];
+/// Tiles of `wgrad_mma` (rows = output channels, columns = Ci·k³): 16×256, 32×128, 64×128,
+/// 128×64, 256×32.
+pub const WGRAD_MMA_TILES: &[MmaTile] = &[
+    (1, 8, 1, 2),
+    (2, 4, 1, 2),
+    (2, 4, 2, 2),
+    (4, 2, 2, 2),
+    (8, 1, 2, 2),
+];
+/// Reduction step of the matrix-unit kernels.
 const MMA_K: usize = 32;
 
 /// The `conv_mma` tile for `n` GEMM columns: the narrowest that covers them (VNet's Co = 16
 /// and 32 layers get tall tiles), 64×128 beyond 64 columns.
-pub fn pick_mma_tile(n: usize) -> (u32, u32, u32) {
+pub fn pick_mma_tile(n: usize) -> MmaTile {
     match n {
         0..=16 => MMA_TILES[0],
         17..=32 => MMA_TILES[1],
@@ -524,9 +536,31 @@ pub fn pick_mma_tile(n: usize) -> (u32, u32, u32) {
     }
 }
 
-/// Rows and columns of a `conv_mma` tile.
-fn mma_tile_dims(t: (u32, u32, u32)) -> (usize, usize) {
-    (32 * t.0 as usize, 16 * (t.1 * t.2) as usize)
+/// The `wgrad_mma` tile of least estimated cost on rows × cols (the model of [`pick_tile`]:
+/// padded work weighted by the operand traffic per product; the first on ties).
+pub fn pick_wgrad_mma_tile(rows: usize, cols: usize) -> MmaTile {
+    let cost = |t: &MmaTile| {
+        let (bm, bn) = mma_tile_dims(*t);
+        tile_cost(rows, cols, bm as u32, bn as u32)
+    };
+    *WGRAD_MMA_TILES
+        .iter()
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .expect("non-empty")
+}
+
+/// Rows and columns of a matrix-unit tile.
+pub fn mma_tile_dims(t: MmaTile) -> (usize, usize) {
+    (16 * (t.0 * t.2) as usize, 16 * (t.1 * t.3) as usize)
+}
+
+fn mma_consts(t: MmaTile) -> [(&'static str, f64); 4] {
+    [
+        ("SGM", t.0 as f64),
+        ("SGN", t.1 as f64),
+        ("TM", t.2 as f64),
+        ("TN", t.3 as f64),
+    ]
 }
 
 /// The matrix-unit module the convolution GEMMs use on this adapter, if any. The first call
@@ -584,16 +618,26 @@ fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
     let ys = y_shape(&g, false);
     let want = gemm_f32(op, p, &x, &w, Some(&b), &ys)?.to_f32()?;
     let got = gemm_mma(op, shader, p, &x, &w, Some(&b), &ys)?.to_f32()?;
+    mma_agrees("forward", &got, &want)?;
+    let gy = Tensor::from_f32(gpu, &rand(numel(&ys)), &ys)?;
+    let want = wgrad_f32(op, &g, &gy, &x, &ws)?.to_f32()?;
+    let got = wgrad_mma(op, shader, &g, &gy, &x, &ws)?.to_f32()?;
+    mma_agrees("weight gradient", &got, &want)
+}
+
+fn mma_agrees(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
     let (mut num, mut den) = (0f64, 0f64);
-    for (a, e) in got.iter().zip(&want) {
+    for (a, e) in got.iter().zip(want) {
         num += (*a as f64 - *e as f64).powi(2);
         den += (*e as f64).powi(2);
     }
     let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
     if !rel.is_finite() || rel > MMA_CHECK_TOL {
         return Err(Error::op(
-            op,
-            format!("relative L2 distance {rel:.3e} from the f32 path (limit {MMA_CHECK_TOL})"),
+            "tensor-core check",
+            format!(
+                "{what}: relative L2 distance {rel:.3e} from the f32 path (limit {MMA_CHECK_TOL})"
+            ),
         ));
     }
     Ok(())
@@ -675,11 +719,7 @@ fn gemm_mma(
     gpu.dispatch_with(
         shader,
         "conv_mma",
-        &[
-            ("SGM", tile.0 as f64),
-            ("SGN", tile.1 as f64),
-            ("TN", tile.2 as f64),
-        ],
+        &mma_consts(tile),
         &p,
         &[
             src.buffer(),
@@ -799,18 +839,19 @@ fn bwd_weight_raw(
     w_shape: &[usize],
 ) -> Result<Tensor> {
     let gpu = gy.gpu().clone();
+    if let Some(shader) = mma_shader(&gpu) {
+        return wgrad_mma(op, shader, g, gy, x, w_shape);
+    }
+    wgrad_f32(op, g, gy, x, w_shape)
+}
+
+/// The geometry of a weight-gradient GEMM (tiles and chunks filled in by the caller).
+fn wgrad_params(op: &str, g: &Geom) -> Result<ConvParams> {
     let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
-    let tile = pick_wgrad_tile(rows, cols);
-    let tiles_r = rows.div_ceil(tile.0 as usize);
-    let tiles_n = cols.div_ceil(tile.1 as usize);
-    let stage = (tile.2 * tile.3) as usize;
-    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, stage);
-    let total = tiles_r * tiles_n * nchunks;
-    let p = ConvParams {
+    Ok(ConvParams {
         m: u(op, r)?,
         n: u(op, cols)?,
         k: u(op, cols)?,
-        has_bias: 0,
         sc: u(op, g.ci)?,
         sx: u(op, g.x[0])?,
         sy: u(op, g.x[1])?,
@@ -830,16 +871,73 @@ fn bwd_weight_raw(
         pdx: g.p[0] as i32,
         pdy: g.p[1] as i32,
         pdz: g.p[2] as i32,
-        flip: 0,
-        wc: 0,
-        wstride: 0,
-        tiles_n: u(op, tiles_n)?,
-        tiles_total: u(op, total)?,
-        chunk: u(op, chunk)?,
-        nchunks: u(op, nchunks)?,
         rows: u(op, rows)?,
-        tiles_r: u(op, tiles_r)?,
+        ..Default::default()
+    })
+}
+
+/// [`wgrad_f32`] on f16 tiles through the matrix-unit module `shader`: the same chunked,
+/// fixed-order reduction.
+fn wgrad_mma(
+    op: &str,
+    shader: Shader,
+    g: &Geom,
+    gy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
+    let tile = pick_wgrad_mma_tile(rows, cols);
+    let (tbm, tbn) = mma_tile_dims(tile);
+    let tiles_r = rows.div_ceil(tbm);
+    let tiles_n = cols.div_ceil(tbn);
+    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, MMA_K);
+    let total = tiles_r * tiles_n * nchunks;
+    let mut p = wgrad_params(op, g)?;
+    p.tiles_n = u(op, tiles_n)?;
+    p.tiles_r = u(op, tiles_r)?;
+    p.tiles_total = u(op, total)?;
+    p.chunk = u(op, chunk)?;
+    p.nchunks = u(op, nchunks)?;
+    let scales = mma_scales(op, shader, gy, x)?;
+    let groups = grid(&gpu, op, total as u64)?;
+    let out_shape = if nchunks == 1 {
+        w_shape.to_vec()
+    } else {
+        vec![nchunks, rows * cols]
     };
+    let out = Tensor::empty(&gpu, &out_shape, DType::F32, op)?;
+    gpu.dispatch_with(
+        shader,
+        "wgrad_mma",
+        &mma_consts(tile),
+        &p,
+        &[x.buffer(), gy.buffer(), out.buffer(), scales.buffer()],
+        groups,
+    )?;
+    if nchunks == 1 {
+        return Ok(out);
+    }
+    super::reduce::sum_axes(&out, &[0])?.reshape(w_shape)
+}
+
+/// The f32 `conv_wgrad` of [`bwd_weight_raw`].
+fn wgrad_f32(op: &str, g: &Geom, gy: &Tensor, x: &Tensor, w_shape: &[usize]) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
+    let tile = pick_wgrad_tile(rows, cols);
+    let tiles_r = rows.div_ceil(tile.0 as usize);
+    let tiles_n = cols.div_ceil(tile.1 as usize);
+    let stage = (tile.2 * tile.3) as usize;
+    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, stage);
+    let total = tiles_r * tiles_n * nchunks;
+    let mut p = wgrad_params(op, g)?;
+    p.tiles_n = u(op, tiles_n)?;
+    p.tiles_total = u(op, total)?;
+    p.chunk = u(op, chunk)?;
+    p.nchunks = u(op, nchunks)?;
+    p.tiles_r = u(op, tiles_r)?;
     let groups = grid(&gpu, op, total as u64)?;
     if nchunks == 1 {
         let out = Tensor::empty(&gpu, w_shape, DType::F32, op)?;
