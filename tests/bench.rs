@@ -10,6 +10,7 @@ const TOP: &[&str] = &[
     "size",
     "tf32",
     "gpu_timer",
+    "tuned",
     "iteration3d",
     "iteration2d",
     "inference3d",
@@ -95,6 +96,7 @@ fn bench_tiny_json_has_every_key() {
     let rep: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(keys(&rep), sorted(TOP), "top-level keys");
     assert_eq!(rep["size"], "tiny");
+    assert_eq!(rep["tuned"], false);
     let timed = !rep["gpu_timer"].is_null();
     println!("gpu_timer: {}", rep["gpu_timer"]);
     assert!(

@@ -41,6 +41,8 @@ Conventions (the Rust `ssnet bench` uses the same ones):
   the same measure); `gpu_busy_ms` is null here (ssnet bench: the sum of its compute passes,
   idle gaps excluded); `gpu_timer` says how GPU times were taken ("torch.cuda.Event", null on
   the CPU). `gflops` = gflop / (ms / 1000), `gpu_gflops` = gflop / (gpu_ms / 1000).
+  `tuned`: whether convolution algorithms were autotuned (here `--cudnn-benchmark`; ssnet
+  bench: `--tune`).
   Iterations and inference report the medians over `--reps` timed runs; layer passes the
   mean wall time over `--layer-reps` back-to-back calls and the median of the CUDA-event
   times of each of `--layer-reps` more calls.
@@ -903,6 +905,7 @@ def main(argv=None):
 
     rep = {"engine": "pytorch", "adapter": adapter, "size": args.size, "tf32": tf32,
            "gpu_timer": "torch.cuda.Event" if device.type == "cuda" else None,
+           "tuned": bool(args.cudnn_benchmark),
            "iteration3d": it3, "iteration2d": it2, "inference3d": inf,
            "peak_memory_3d_bytes": int(peak3), "peak_memory_2d_bytes": int(peak2),
            "layers": layers}

@@ -97,6 +97,8 @@ pub struct BenchReport {
     pub tf32: bool,
     /// How `gpu_ms` was measured: "timestamp queries", or null (wall clock only).
     pub gpu_timer: Option<String>,
+    /// Whether convolution tiles were autotuned (`--tune` / `SSNET_TUNE=1`).
+    pub tuned: bool,
     pub iteration3d: Timing,
     pub iteration2d: Timing,
     pub inference3d: Timing,
@@ -320,6 +322,7 @@ pub fn run(
         gpu_timer: gpu
             .has_timestamps()
             .then(|| "timestamp queries".to_string()),
+        tuned: gpu.tuning_enabled(),
         iteration3d,
         iteration2d,
         inference3d,

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// The adapter's FP32 peak in TFLOP/s for "% of peak" (known cards are recognised).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Autotune convolution tiles per layer shape first (as SSNET_TUNE=1; cuDNN's benchmark
+    /// mode): each new shape is tuned when first met, i.e. in the warm-up.
+    #[arg(long)]
+    pub tune: bool,
 }
 
 fn opt_ms(v: Option<f64>, prec: usize) -> String {
@@ -63,10 +67,21 @@ fn row(name: &str, t: &Timing, peak: Option<f64>) {
 
 pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     let gpu = Gpu::new(device)?;
+    if a.tune && !gpu.tuning_enabled() {
+        gpu.enable_tuning(None);
+    }
     let peak = a
         .peak_tflops
         .or_else(|| known_fp32_peak_tflops(&gpu.info.name));
     println!("adapter: {}", gpu.describe());
+    if gpu.tuning_enabled() {
+        println!(
+            "tuning: on ({} choices cached{})",
+            gpu.tuned_choices().len(),
+            gpu.tune_file()
+                .map_or(String::new(), |p| format!(" in {}", p.display()))
+        );
+    }
     if gpu.has_timestamps() {
         println!(
             "timing: wall clock (ms, with the sync) and GPU timestamps (GPU ms: first pass begin to last pass end; busy: sum of the passes); GFLOP/s and % peak from GPU ms"

@@ -21,6 +21,7 @@
 
 pub mod pool;
 pub mod shaders;
+pub mod tune;
 
 use crate::error::{Error, Result};
 pub use pool::PoolStats;
@@ -235,6 +236,7 @@ pub struct Gpu {
     pub(crate) pool: Arc<Mutex<BufferPool>>,
     rec: Mutex<Recorder>,
     sync_each: bool,
+    tuner: Mutex<tune::Tuner>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -294,7 +296,11 @@ impl Gpu {
                 spare_sets: vec![],
             }),
             sync_each: std::env::var("SSNET_SYNC").as_deref() == Ok("1"),
+            tuner: Mutex::new(tune::Tuner::default()),
         });
+        if std::env::var("SSNET_TUNE").as_deref() == Ok("1") {
+            gpu.enable_tuning(None);
+        }
         Ok(gpu)
     }
 
