@@ -14,6 +14,9 @@
 //! end) and the busy time (the sum of the pass durations). Only `timing_end` waits. Needs
 //! `TIMESTAMP_QUERY`; without it `timing_end` returns `None`.
 //!
+//! Kernel autotuning ([`tune`]): `SSNET_TUNE=1` (read here, when the GPU is opened) or
+//! [`Gpu::enable_tuning`]; the cache file `SSNET_TUNE_FILE`.
+//!
 //! Debug knobs (environment):
 //! - `SSNET_SYNC=1`: submit and wait after every dispatch (isolates a faulting kernel).
 //! - `SSNET_NO_POOL=1`: never reuse a freed buffer.

@@ -7,7 +7,9 @@
 //! [Co, Ci, kx, ky, kz], transposed weight [Ci, Co, kx, ky, kz], bias [Co].
 //!
 //! Kernels (all tiled GEMMs of 256 invocations, 4×4 outputs each, tiles picked per shape among
-//! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding):
+//! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding; with tuning on
+//! (`gpu::tune`: `SSNET_TUNE=1`, `--tune`), tiles and reduction splits are instead timed on
+//! the GPU at a shape's first use and the fastest cached, see `tuned_plan`):
 //! - forward: implicit GEMM `conv_gemm`, rows = N·output voxels, columns = Co,
 //!   reduction = Ci·k³ gathered from x on the fly (no im2col buffer); split-K when there
 //!   are few output tiles; `conv_gemm_narrow` for at most 4 columns (Co ≤ 4 outputs, the
