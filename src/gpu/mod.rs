@@ -555,7 +555,7 @@ impl Gpu {
     /// Open the recorder's compute pass (and its encoder if needed), with timestamp writes
     /// into the innermost timing session when one is open.
     fn begin_pass(&self, rec: &mut Recorder) {
-        let timed = self.has_timestamps() && !rec.timing.is_empty();
+        let timestamps = self.has_timestamps();
         let Recorder {
             encoder,
             pass,
@@ -570,20 +570,23 @@ impl Gpu {
                 })
         });
         let mut writes = None;
-        if timed {
-            let s = timing.last_mut().expect("a session is open");
-            if s.sets.is_empty() || s.used + 2 > QUERIES_PER_SET {
-                let set = spare_sets.pop().unwrap_or_else(|| {
-                    self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: Some("ssnet timing"),
-                        ty: wgpu::QueryType::Timestamp,
-                        count: QUERIES_PER_SET,
-                    })
-                });
-                s.sets.push(set);
-                s.used = 0;
-            }
-            writes = Some((s.sets.last().expect("just pushed").clone(), s.used));
+        if let Some(s) = timing.last_mut().filter(|_| timestamps) {
+            let current = match s.sets.last() {
+                Some(set) if s.used + 2 <= QUERIES_PER_SET => set.clone(),
+                _ => {
+                    let set = spare_sets.pop().unwrap_or_else(|| {
+                        self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                            label: Some("ssnet timing"),
+                            ty: wgpu::QueryType::Timestamp,
+                            count: QUERIES_PER_SET,
+                        })
+                    });
+                    s.sets.push(set.clone());
+                    s.used = 0;
+                    set
+                }
+            };
+            writes = Some((current, s.used));
             s.used += 2;
         }
         let p = enc
@@ -671,7 +674,7 @@ impl Gpu {
         let bytes = bytes?;
         let ticks: Vec<u64> = bytes
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .map(|c| c.iter().rev().fold(0u64, |v, &b| (v << 8) | b as u64))
             .collect();
         let mut pairs = vec![];
         for i in 0..nsets {
