@@ -35,8 +35,17 @@ Conventions (the Rust `ssnet bench` uses the same ones):
   forward (1) + the VAT's three forwards (3) + its input-only backward (1) + the two full
   backwards of the final loss (2 x 2) ~ 9 forwards. Heads, losses, BatchNorm etc. are not
   counted. gflop of inference = 1 x the forward.
-* `gflops` = gflop / (ms / 1000). Iterations and inference report the median of `--reps`
-  timed runs, layer passes the mean over `--layer-reps` back-to-back calls.
+* `ms` is wall-clock time (from a synchronised device to the end of a synchronisation after
+  the work); `gpu_ms` the GPU time between CUDA events recorded around the same work (ssnet
+  bench: GPU timestamp queries from the first compute pass's beginning to the last one's end,
+  the same measure); `gpu_busy_ms` is null here (ssnet bench: the sum of its compute passes,
+  idle gaps excluded); `gpu_timer` says how GPU times were taken ("torch.cuda.Event", null on
+  the CPU). `gflops` = gflop / (ms / 1000), `gpu_gflops` = gflop / (gpu_ms / 1000).
+  `tuned`: whether convolution algorithms were autotuned (here `--cudnn-benchmark`; ssnet
+  bench: `--tune`).
+  Iterations and inference report the medians over `--reps` timed runs; layer passes the
+  mean wall time over `--layer-reps` back-to-back calls and the median of the CUDA-event
+  times of each of `--layer-reps` more calls.
 * Layer names are the reference state_dict prefixes of the first module (in forward order)
   with that shape, e.g. `encoder.block_two.conv.0`, `decoder.block_five_up.conv.0`,
   `encoder.in_conv.conv_conv.0`, `decoder.up1.conv1x1`. The shape string is
@@ -48,9 +57,9 @@ centred ball of radius 0.3 (in units of the patch side), split into concentric s
 classes 1..C-1 (3D: one foreground class). The prototype memory starts empty, as in the
 reference, and persists across the validation, warm-up and timed iterations.
 
-Timing: CUDA events around each timed region with synchronisation before and after; the
-first iteration of each net is a validation run (every loss term must be finite) and is not
-timed, then `--warmup` untimed iterations, then `--reps` timed ones.
+Timing: the wall clock and CUDA events around each timed region with synchronisation before
+and after; the first iteration of each net is a validation run (every loss term must be
+finite) and is not timed, then `--warmup` untimed iterations, then `--reps` timed ones.
 
 `--tf32 on|off` sets both cuDNN's and cuBLAS's TF32 switches; without it PyTorch's defaults
 stay (convolutions TF32, matmuls full FP32), and the JSON records whether convolutions ran
@@ -522,8 +531,11 @@ class Clock:
             torch.cuda.synchronize()
 
     def time(self, fn, calls=1):
-        """Milliseconds for `calls` back-to-back calls of fn."""
+        """(wall ms, GPU ms) of `calls` back-to-back calls of fn: the wall clock from a synced
+        device to the end of a sync after the calls; the GPU time between CUDA events recorded
+        before and after the calls (None on the CPU)."""
         self.sync()
+        t0 = time.perf_counter()
         if self.cuda:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -532,11 +544,25 @@ class Clock:
                 fn()
             end.record()
             end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
+            return (time.perf_counter() - t0) * 1e3, start.elapsed_time(end)
         for _ in range(calls):
             fn()
-        return (time.perf_counter() - t0) * 1e3
+        return (time.perf_counter() - t0) * 1e3, None
+
+    def time_each(self, fn, calls):
+        """GPU ms of each of `calls` back-to-back calls of fn (CUDA events around each, one
+        sync at the end); None on the CPU."""
+        if not self.cuda:
+            return None
+        self.sync()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(calls)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        events[-1][1].synchronize()
+        return [start.elapsed_time(end) for start, end in events]
 
 
 def layer_passes(row, device, gen):
@@ -578,10 +604,14 @@ def bench_layers(rows, device, clock, warmup, reps, gen):
             del res
             if warmup:
                 clock.time(fn, warmup)
-            ms = clock.time(fn, reps) / reps
+            ms = clock.time(fn, reps)[0] / reps
+            each = clock.time_each(fn, reps)
+            gpu_ms = statistics.median(each) if each else None
             gflop = 2.0 * row["macs"] / 1e9
             out.append({"net": row["net"], "layer": row["layer"], "shape": row["shape"], "pass": pname,
                         "ms": ms, "gflop": gflop, "gflops": gflop / (ms / 1e3) if ms > 0 else 0.0,
+                        "gpu_ms": gpu_ms, "gpu_busy_ms": None,
+                        "gpu_gflops": gflop / (gpu_ms / 1e3) if gpu_ms else None,
                         "_uses": row["uses"]})
         del passes
     return out
@@ -700,8 +730,22 @@ SIZES = {
 }
 
 
-def timing(ms, gflop, batch):
-    return {"ms": ms, "gflop": gflop, "gflops": gflop / (ms / 1e3) if ms > 0 else 0.0, "batch": list(batch)}
+def timing(times, gflop, batch):
+    """The report entry of a list of (wall ms, GPU ms or None) samples: medians of each."""
+    ms = statistics.median(t[0] for t in times)
+    gpu = [t[1] for t in times]
+    gpu_ms = statistics.median(gpu) if gpu and all(g is not None for g in gpu) else None
+    return {"ms": ms, "gflop": gflop, "gflops": gflop / (ms / 1e3) if ms > 0 else 0.0, "batch": list(batch),
+            "gpu_ms": gpu_ms, "gpu_busy_ms": None,
+            "gpu_gflops": gflop / (gpu_ms / 1e3) if gpu_ms else None}
+
+
+def describe(times):
+    """`GPU median .. ms, min .., mean .. over n` (the wall clock's when there is no GPU time)."""
+    gpu = [t[1] for t in times]
+    v, what = (gpu, "GPU") if all(g is not None for g in gpu) else ([t[0] for t in times], "wall")
+    return "%s median %.2f ms, min %.2f, mean %.2f over %d" % (
+        what, statistics.median(v), min(v), statistics.mean(v), len(v))
 
 
 def bench_iteration(model_cls, kwargs, task, shape, device, clock, args, log):
@@ -725,11 +769,10 @@ def bench_iteration(model_cls, kwargs, task, shape, device, clock, args, log):
         torch.cuda.reset_peak_memory_stats()
     times = [clock.time(lambda: ssnet_step(model, opt, memory, x, y, task)) for _ in range(max(args.reps, 1))]
     peak = torch.cuda.max_memory_allocated() if clock.cuda else 0
-    log("  %s: median %.2f ms, min %.2f, mean %.2f over %d" % (
-        model_cls.__name__, statistics.median(times), min(times), statistics.mean(times), len(times)))
+    log("  %s: %s" % (model_cls.__name__, describe(times)))
     gflop = 9.0 * forward_gflop(model_cls, kwargs, shape, device)
     del model, opt, memory, x, y
-    return timing(statistics.median(times), gflop, shape), peak
+    return timing(times, gflop, shape), peak
 
 
 def bench_inference(shape, device, clock, args, log):
@@ -746,9 +789,9 @@ def bench_inference(shape, device, clock, args, log):
     for _ in range(args.warmup):
         run()
     times = [clock.time(run) for _ in range(max(args.reps, 1))]
-    log("  inference: median %.2f ms, min %.2f over %d" % (statistics.median(times), min(times), len(times)))
+    log("  inference: %s" % describe(times))
     gflop = forward_gflop(VNet, {}, shape, device)
-    return timing(statistics.median(times), gflop, shape)
+    return timing(times, gflop, shape)
 
 
 def release(device):
@@ -771,20 +814,26 @@ def set_tf32(mode):
 
 def print_table(rep, log):
     log("")
-    log("%-34s %10s %10s %10s  %s" % ("what", "ms", "GFLOP", "GFLOP/s", "batch"))
+    opt = lambda v, prec: "-" if v is None else "%.*f" % (prec, v)
+    log("GFLOP/s from the GPU time (CUDA events) when there is one, else from the wall clock")
+    log("%-34s %10s %10s %10s %10s  %s" % ("what", "wall ms", "GPU ms", "GFLOP", "GFLOP/s", "batch"))
     for key, label in (("iteration3d", "SS-Net 3D iteration (VNet)"), ("iteration2d", "SS-Net 2D iteration (UNet)"),
                        ("inference3d", "VNet inference, one patch")):
         t = rep[key]
-        log("%-34s %10.2f %10.1f %10.1f  %s" % (label, t["ms"], t["gflop"], t["gflops"], t["batch"]))
+        rate = t["gpu_gflops"] if t["gpu_gflops"] is not None else t["gflops"]
+        log("%-34s %10.2f %10s %10.1f %10.1f  %s" % (label, t["ms"], opt(t["gpu_ms"], 2), t["gflop"], rate, t["batch"]))
     gib = float(1 << 30)
     log("peak GPU memory allocated: 3D %.2f GiB, 2D %.2f GiB" % (
         rep["peak_memory_3d_bytes"] / gib, rep["peak_memory_2d_bytes"] / gib))
     if rep["layers"]:
         log("")
-        log("%-5s %-42s %-30s %-10s %9s %9s %9s %4s" % ("net", "layer", "shape", "pass", "ms", "GFLOP", "GFLOP/s", "uses"))
+        log("%-5s %-42s %-30s %-10s %9s %9s %9s %9s %4s" % (
+            "net", "layer", "shape", "pass", "wall ms", "GPU ms", "GFLOP", "GFLOP/s", "uses"))
         for l in rep["layers"]:
-            log("%-5s %-42s %-30s %-10s %9.3f %9.3f %9.1f %4d" % (
-                l["net"], l["layer"], l["shape"], l["pass"], l["ms"], l["gflop"], l["gflops"], l.get("_uses", 1)))
+            rate = l["gpu_gflops"] if l["gpu_gflops"] is not None else l["gflops"]
+            log("%-5s %-42s %-30s %-10s %9.3f %9s %9.3f %9.1f %4d" % (
+                l["net"], l["layer"], l["shape"], l["pass"], l["ms"], opt(l["gpu_ms"], 3), l["gflop"], rate,
+                l.get("_uses", 1)))
 
 
 def main(argv=None):
@@ -855,6 +904,8 @@ def main(argv=None):
         release(device)
 
     rep = {"engine": "pytorch", "adapter": adapter, "size": args.size, "tf32": tf32,
+           "gpu_timer": "torch.cuda.Event" if device.type == "cuda" else None,
+           "tuned": bool(args.cudnn_benchmark),
            "iteration3d": it3, "iteration2d": it2, "inference3d": inf,
            "peak_memory_3d_bytes": int(peak3), "peak_memory_2d_bytes": int(peak2),
            "layers": layers}

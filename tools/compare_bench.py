@@ -6,7 +6,9 @@
 
 For the two iterations, inference and every layer pass present in both, it prints the times,
 ours/PyTorch (the time ratio: below 1 means we are faster) and the speed-up PyTorch/ours (above 1
-means we are faster); for peak memory ours/PyTorch. Layer rows are matched by (net, layer,
+means we are faster); for peak memory ours/PyTorch. Times are compared on the GPU time
+(`gpu_ms`: our GPU timestamps, PyTorch's CUDA events) when both reports have it for that row,
+else on the wall clock (`ms`); the `by` column says which. Layer rows are matched by (net, layer,
 pass), and failing that by the convolution's geometry parsed from the shape string (both
 `4x32x56x56x40 k3 -> 32` and `x [4, 32, 56, 56, 40] w [32, 32, 3, 3, 3] s1 p1` are
 understood). A report file may also be a log whose last JSON line is the report. Standard
@@ -71,6 +73,13 @@ def rate(v):
     return "-" if not v else format(v, ".0f" if v >= 100 else ".1f" if v >= 1 else ".3f")
 
 
+def basis(o, p):
+    """("gpu_ms", "gpu_gflops", "GPU") when both rows have a GPU time, else the wall clock's."""
+    if o.get("gpu_ms") and p.get("gpu_ms"):
+        return "gpu_ms", "gpu_gflops", "GPU"
+    return "ms", "gflops", "wall"
+
+
 def geomean(vals):
     vals = [v for v in vals if v and v > 0 and not math.isnan(v)]
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
@@ -101,8 +110,9 @@ def main(argv=None):
         print()
 
     for name, rep in (("ours", ours), ("pytorch", pt)):
-        print("%-8s engine %s, adapter %s, size %s, tf32 %s" % (
-            name + ":", rep.get("engine"), rep.get("adapter"), rep.get("size"), rep.get("tf32")))
+        print("%-8s engine %s, adapter %s, size %s, tf32 %s, GPU timer %s, tuned %s" % (
+            name + ":", rep.get("engine"), rep.get("adapter"), rep.get("size"), rep.get("tf32"),
+            rep.get("gpu_timer") or "none (wall clock only)", rep.get("tuned", "-")))
     if ours.get("size") != pt.get("size"):
         print("WARNING: the reports are of different sizes (%s vs %s)" % (ours.get("size"), pt.get("size")))
     if ours.get("adapter") and pt.get("adapter") and not (
@@ -115,13 +125,14 @@ def main(argv=None):
     for key, label in (("iteration3d", "SS-Net 3D iteration (VNet)"), ("iteration2d", "SS-Net 2D iteration (UNet)"),
                        ("inference3d", "VNet inference, one patch")):
         o, p = ours.get(key) or {}, pt.get(key) or {}
-        r = ratio(o.get("ms"), p.get("ms"))
+        tk, rk, by = basis(o, p)
+        r = ratio(o.get(tk), p.get(tk))
         if o.get("batch") and p.get("batch") and o["batch"] != p["batch"]:
             label += " (batches differ!)"
-        rows.append([label, str(o.get("batch", "-")).replace(" ", ""), fmt(o.get("ms"), ".2f"), fmt(p.get("ms"), ".2f"),
+        rows.append([label, str(o.get("batch", "-")).replace(" ", ""), by, fmt(o.get(tk), ".2f"), fmt(p.get(tk), ".2f"),
                      fmt(r, ".3f"), fmt(1 / r if r == r and r else float("nan"), ".2f") + "x",
-                     rate(o.get("gflops")), rate(p.get("gflops"))])
-    table(["what", "batch", "ours ms", "torch ms", "ours/torch", "speed-up", "ours GFLOP/s", "torch GFLOP/s"], rows)
+                     rate(o.get(rk)), rate(p.get(rk))])
+    table(["what", "batch", "by", "ours ms", "torch ms", "ours/torch", "speed-up", "ours GFLOP/s", "torch GFLOP/s"], rows)
 
     gib = float(1 << 30)
     rows = []
@@ -146,14 +157,16 @@ def main(argv=None):
         if p is None:
             unmatched.append("%s %s %s" % (l.get("net"), l.get("layer"), l.get("pass")))
             continue
-        r = ratio(l.get("ms"), p.get("ms"))
+        tk, rk, by = basis(l, p)
+        r = ratio(l.get(tk), p.get(tk))
         per_pass.setdefault(l.get("pass"), []).append(r)
-        rows.append(["%s %s" % (l.get("net"), p.get("layer")), "%s %s" % (p.get("shape"), l.get("pass")),
-                     fmt(l.get("ms"), ".3f"), fmt(p.get("ms"), ".3f"), fmt(r, ".3f"),
+        rows.append(["%s %s" % (l.get("net"), p.get("layer")), "%s %s" % (p.get("shape"), l.get("pass")), by,
+                     fmt(l.get(tk), ".3f"), fmt(p.get(tk), ".3f"), fmt(r, ".3f"),
                      fmt(1 / r if r == r and r else float("nan"), ".2f") + "x",
-                     rate(l.get("gflops")), rate(p.get("gflops"))])
+                     rate(l.get(rk)), rate(p.get(rk))])
     if rows:
-        table(["layer", "shape / pass", "ours ms", "torch ms", "ours/torch", "speed-up", "ours GFLOP/s", "torch GFLOP/s"], rows)
+        table(["layer", "shape / pass", "by", "ours ms", "torch ms", "ours/torch", "speed-up", "ours GFLOP/s",
+               "torch GFLOP/s"], rows)
         summary = [[k, str(len(v)), fmt(geomean(v), ".3f"), fmt(1 / geomean(v), ".2f") + "x"] for k, v in sorted(per_pass.items())]
         table(["pass", "layers", "geomean ours/torch", "speed-up"], summary)
     elif ours.get("layers") or pt.get("layers"):

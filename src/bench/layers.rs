@@ -7,9 +7,15 @@
 //! with its f64 twin. At full size each pass is checked for finiteness and on 16 sampled
 //! elements recomputed in f64 on the CPU.
 //!
+//! Timing: `ms` is the mean wall time of `reps` back-to-back calls with one sync at the end;
+//! then each of `reps` calls is a GPU timing session of its own (timestamp queries, see
+//! [`Gpu::timing_begin`]) and `gpu_ms` / `gpu_busy_ms` are the medians of their spans / busy
+//! times (null without `TIMESTAMP_QUERY`).
+//!
 //! FLOPs of a pass = 2 · (multiply-adds of the forward): 2·N·out_voxels·Co·Ci·k³ for a
 //! convolution, 2·N·in_voxels·Ci·Co·k³ for a transposed one (the same products).
 
+use super::step::gpu_medians;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops;
@@ -29,7 +35,21 @@ pub struct LayerRow {
     /// Mean wall time of one pass (submit + wait included).
     pub ms: f64,
     pub gflop: f64,
+    /// `gflop` over `ms`.
     pub gflops: f64,
+    /// Median GPU span of one pass from timestamps (null without them).
+    pub gpu_ms: Option<f64>,
+    /// Median GPU busy time of one pass (null without timestamps).
+    pub gpu_busy_ms: Option<f64>,
+    /// `gflop` over `gpu_ms` (null without it).
+    pub gpu_gflops: Option<f64>,
+}
+
+impl LayerRow {
+    /// The time the table's GFLOP/s come from: the GPU span when measured, else the wall.
+    pub fn best_ms(&self) -> f64 {
+        self.gpu_ms.unwrap_or(self.ms)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -471,8 +491,8 @@ fn spot_check(
 
 /// Time every conv layer shape of VNet and UNet, forward and both backwards: `full` at the
 /// training sizes (VNet batch 4 on 112×112×80, UNet batch 24 on 256×256), otherwise at a tiny
-/// scale. Each pass is validated once, warmed up, then `reps` runs are timed (the GPU is
-/// synchronised inside the timed region).
+/// scale. Each pass is validated once, warmed up, then `reps` runs are timed on the wall
+/// clock (the GPU is synchronised inside the timed region) and `reps` more each on the GPU.
 pub fn conv_layer_table(gpu: &Arc<Gpu>, full: bool, reps: usize) -> Result<Vec<LayerRow>> {
     conv_layer_table_only(gpu, full, reps, &[])
 }
@@ -530,6 +550,15 @@ pub fn conv_layer_table_only(
                 }
                 gpu.sync()?;
                 let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                let mut gt = vec![];
+                for _ in 0..reps {
+                    gpu.timing_begin();
+                    let r = passes.run(pass);
+                    let t = gpu.timing_end();
+                    drop(r?);
+                    gt.push(t?);
+                }
+                let (gpu_ms, gpu_busy_ms) = gpu_medians(&gt);
                 let gflop = 2.0 * l.macs() / 1e9;
                 rows.push(LayerRow {
                     net: l.net.to_string(),
@@ -539,6 +568,9 @@ pub fn conv_layer_table_only(
                     ms,
                     gflop,
                     gflops: gflop / (ms / 1e3),
+                    gpu_ms,
+                    gpu_busy_ms,
+                    gpu_gflops: gpu_ms.map(|g| gflop / (g / 1e3)),
                 });
                 Ok(())
             })?;

@@ -35,24 +35,62 @@ pub struct BenchArgs {
     /// The adapter's FP32 peak in TFLOP/s for "% of peak" (known cards are recognised).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Autotune convolution tiles per layer shape first (as SSNET_TUNE=1; cuDNN's benchmark
+    /// mode): each new shape is tuned when first met, i.e. in the warm-up.
+    #[arg(long)]
+    pub tune: bool,
+}
+
+fn opt_ms(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.prec$}"))
+}
+
+fn pct(gflops: f64, peak: Option<f64>) -> String {
+    peak.map_or("-".to_string(), |p| {
+        format!("{:.1}%", gflops / (p * 1e3) * 100.0)
+    })
 }
 
 fn row(name: &str, t: &Timing, peak: Option<f64>) {
-    let pct = peak.map_or("-".to_string(), |p| {
-        format!("{:.1}%", t.gflops / (p * 1e3) * 100.0)
-    });
+    let gflops = t.gflop / (t.best_ms() / 1e3);
     println!(
-        "{name:<34} {:>10.2} {:>10.1} {:>10.1} {:>8}  {:?}",
-        t.ms, t.gflop, t.gflops, pct, t.batch
+        "{name:<34} {:>10.2} {:>10} {:>10} {:>10.1} {:>10.1} {:>8}  {:?}",
+        t.ms,
+        opt_ms(t.gpu_ms, 2),
+        opt_ms(t.gpu_busy_ms, 2),
+        t.gflop,
+        gflops,
+        pct(gflops, peak),
+        t.batch
     );
 }
 
 pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     let gpu = Gpu::new(device)?;
+    if a.tune && !gpu.tuning_enabled() {
+        gpu.enable_tuning(None);
+    }
     let peak = a
         .peak_tflops
         .or_else(|| known_fp32_peak_tflops(&gpu.info.name));
     println!("adapter: {}", gpu.describe());
+    if gpu.tuning_enabled() {
+        println!(
+            "tuning: on ({} choices cached{})",
+            gpu.tuned_choices().len(),
+            gpu.tune_file()
+                .map_or(String::new(), |p| format!(" in {}", p.display()))
+        );
+    }
+    if gpu.has_timestamps() {
+        println!(
+            "timing: wall clock (ms, with the sync) and GPU timestamps (GPU ms: first pass begin to last pass end; busy: sum of the passes); GFLOP/s and % peak from GPU ms"
+        );
+    } else {
+        println!(
+            "timing: wall clock only (the adapter has no TIMESTAMP_QUERY); GFLOP/s and % peak from the wall clock"
+        );
+    }
     let rep = run_bench(
         &gpu,
         a.size == Size::Full,
@@ -61,8 +99,8 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
         !a.no_layers,
     )?;
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>8}  batch",
-        "what", "ms", "GFLOP", "GFLOP/s", "% peak"
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  batch",
+        "what", "wall ms", "GPU ms", "busy ms", "GFLOP", "GFLOP/s", "% peak"
     );
     row("SS-Net 3D iteration (VNet)", &rep.iteration3d, peak);
     row("SS-Net 2D iteration (UNet)", &rep.iteration2d, peak);
@@ -74,16 +112,22 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     );
     if !rep.layers.is_empty() {
         println!(
-            "{:<6} {:<36} {:<28} {:<11} {:>9} {:>9} {:>9} {:>7}",
-            "net", "layer", "shape", "pass", "ms", "GFLOP", "GFLOP/s", "% peak"
+            "{:<6} {:<36} {:<28} {:<11} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "net", "layer", "shape", "pass", "wall ms", "GPU ms", "GFLOP", "GFLOP/s", "% peak"
         );
         for l in &rep.layers {
-            let pct = peak.map_or("-".to_string(), |p| {
-                format!("{:.1}%", l.gflops / (p * 1e3) * 100.0)
-            });
+            let gflops = l.gflop / (l.best_ms() / 1e3);
             println!(
-                "{:<6} {:<36} {:<28} {:<11} {:>9.3} {:>9.2} {:>9.1} {:>7}",
-                l.net, l.layer, l.shape, l.pass, l.ms, l.gflop, l.gflops, pct
+                "{:<6} {:<36} {:<28} {:<11} {:>9.3} {:>9} {:>9.2} {:>9.1} {:>7}",
+                l.net,
+                l.layer,
+                l.shape,
+                l.pass,
+                l.ms,
+                opt_ms(l.gpu_ms, 3),
+                l.gflop,
+                gflops,
+                pct(gflops, peak)
             );
         }
     }

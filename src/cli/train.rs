@@ -50,6 +50,10 @@ pub struct TrainArgs {
     /// Start afresh even if the checkpoint folder already holds last.safetensors.
     #[arg(long)]
     pub overwrite: bool,
+    /// Autotune convolution tiles per layer shape on this GPU (as SSNET_TUNE=1; the choices
+    /// are cached in SSNET_TUNE_FILE or ~/.cache/ssnet/tune.json).
+    #[arg(long)]
+    pub tune: bool,
 
     /// Dataset layout and network: la (VNet, 3D) or acdc (UNet, 2D slices).
     #[arg(long, value_enum)]
@@ -303,6 +307,15 @@ pub fn fresh_config(a: &TrainArgs) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
+/// The GPU, with tile autotuning turned on when `tune` (SSNET_TUNE=1 turns it on anyway).
+fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
+    let gpu = Gpu::new(device)?;
+    if tune && !gpu.tuning_enabled() {
+        gpu.enable_tuning(None);
+    }
+    Ok(gpu)
+}
+
 pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
     let mut run = match &a.resume {
         Some(dir) => {
@@ -310,13 +323,13 @@ pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
                 return Err(Error::config("--resume takes the configuration stored in the checkpoint: drop --preset / --config (flags still override)"));
             }
             let overrides = a.overrides()?;
-            let gpu = Gpu::new(device)?;
+            let gpu = open_gpu(device, a.tune)?;
             println!("resuming {}", last_checkpoint(dir).display());
             Run::resume(&gpu, dir, &overrides)?
         }
         None => {
             let cfg = fresh_config(&a)?;
-            Run::new(&Gpu::new(device)?, cfg)?
+            Run::new(&open_gpu(device, a.tune)?, cfg)?
         }
     };
     let gpu = run.trainer.model.gpu.clone();

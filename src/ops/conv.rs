@@ -7,7 +7,9 @@
 //! [Co, Ci, kx, ky, kz], transposed weight [Ci, Co, kx, ky, kz], bias [Co].
 //!
 //! Kernels (all tiled GEMMs of 256 invocations, 4×4 outputs each, tiles picked per shape among
-//! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding):
+//! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding; with tuning on
+//! (`gpu::tune`: `SSNET_TUNE=1`, `--tune`), tiles and reduction splits are instead timed on
+//! the GPU at a shape's first use and the fastest cached, see `tuned_plan`):
 //! - forward: implicit GEMM `conv_gemm`, rows = N·output voxels, columns = Co,
 //!   reduction = Ci·k³ gathered from x on the fly (no im2col buffer); split-K when there
 //!   are few output tiles; `conv_gemm_narrow` for at most 4 columns (Co ≤ 4 outputs, the
@@ -27,6 +29,7 @@
 use super::u32_of;
 use crate::autograd::record;
 use crate::error::{Error, Result};
+use crate::gpu::tune::TileChoice;
 use crate::gpu::{Gpu, MatrixUnits, Shader};
 use crate::tensor::{numel, DType, Tensor};
 use std::cell::Cell;
@@ -414,12 +417,140 @@ pub fn gemm_splits(tiles: usize, k: usize, bk: usize) -> (usize, usize) {
     if tiles >= GEMM_TARGET_GROUPS {
         return (1, k);
     }
-    let s = GEMM_TARGET_GROUPS
+    split_reduction(k, gemm_split_request(tiles, k, bk), bk)
+}
+
+/// The number of splits [`gemm_splits`] aims for before rounding to whole stages.
+fn gemm_split_request(tiles: usize, k: usize, bk: usize) -> usize {
+    if tiles >= GEMM_TARGET_GROUPS {
+        return 1;
+    }
+    GEMM_TARGET_GROUPS
         .div_ceil(tiles)
         .min(k / (bk * GEMM_MIN_SPLIT_STEPS))
-        .max(1);
-    let chunk = k.div_ceil(s).div_ceil(bk) * bk;
-    (k.div_ceil(chunk), chunk)
+        .max(1)
+}
+
+/// A reduction of `len` split into about `s` ranges whose length is a multiple of `step`:
+/// (ranges, length of each).
+fn split_reduction(len: usize, s: usize, step: usize) -> (usize, usize) {
+    let chunk = len.div_ceil(s.max(1)).div_ceil(step) * step;
+    (len.div_ceil(chunk), chunk)
+}
+
+/// How [`gemm_launch`] runs a `conv_gemm`: the tile, the number of reduction splits and the
+/// reduction length of each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GemmPlan {
+    tile: (u32, u32, u32),
+    splits: usize,
+    chunk: usize,
+}
+
+/// The shape heuristic's plan (what runs without tuning) and the splits it requested.
+fn gemm_heuristic(m: usize, n: usize, k: usize) -> (GemmPlan, usize) {
+    let tile = pick_tile(m, n);
+    let tiles = m.div_ceil(tile.0 as usize) * n.div_ceil(tile.1 as usize);
+    let (splits, chunk) = gemm_splits(tiles, k, tile.2 as usize);
+    (
+        GemmPlan {
+            tile,
+            splits,
+            chunk,
+        },
+        gemm_split_request(tiles, k, tile.2 as usize),
+    )
+}
+
+/// At most this many floats of split partials in a tuning candidate.
+const TUNE_MAX_PARTIAL: usize = 1 << 26;
+
+/// Adds `plan` named `choice` to a candidate list unless the list already has that plan or
+/// that name (so that a name always means the plan that was timed under it).
+fn push_candidate<P: PartialEq>(out: &mut Vec<(P, TileChoice)>, plan: P, choice: TileChoice) {
+    if !out.iter().any(|(p, c)| *p == plan || *c == choice) {
+        out.push((plan, choice));
+    }
+}
+
+/// Tuning candidates of a `conv_gemm` (the heuristic's plan first): every tile, each with
+/// the heuristic's number of splits for that tile, its half and its double, and no split;
+/// every split keeps at least one reduction stage, every grid fits the adapter (`fits`, on
+/// the number of workgroups). With the [`TileChoice`] that names each.
+fn gemm_candidates(
+    m: usize,
+    n: usize,
+    k: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Vec<(GemmPlan, TileChoice)> {
+    let mut out = vec![];
+    let name = |(bm, bn, bk): (u32, u32, u32), s: usize| TileChoice {
+        bm,
+        bn,
+        bk,
+        g: 1,
+        splits: s as u32,
+    };
+    let (heur, hs) = gemm_heuristic(m, n, k);
+    push_candidate(&mut out, heur, name(heur.tile, hs));
+    for tile in TILES {
+        let bk = tile.2 as usize;
+        let tiles = m.div_ceil(tile.0 as usize) * n.div_ceil(tile.1 as usize);
+        let h = gemm_split_request(tiles, k, bk);
+        for s in [h, 1, h / 2, 2 * h] {
+            if s == 0
+                || s > (k / bk).max(1)
+                || (s > 1 && s * m * n > TUNE_MAX_PARTIAL)
+                || !fits(tiles * s)
+            {
+                continue;
+            }
+            let (splits, chunk) = split_reduction(k, s, bk);
+            let plan = GemmPlan {
+                tile,
+                splits,
+                chunk,
+            };
+            push_candidate(&mut out, plan, name(tile, s));
+        }
+    }
+    out
+}
+
+/// The plan a cached choice names, when it is one of this shape's candidates.
+fn from_choice<P: Copy>(cands: &[(P, TileChoice)], c: TileChoice) -> Option<P> {
+    cands.iter().find(|(_, t)| *t == c).map(|(p, _)| *p)
+}
+
+/// With tuning on: the cached plan of `key`, else each candidate timed on the real operands
+/// by `run` (outputs discarded) and the fastest cached. The heuristic's plan (the first
+/// candidate) when tuning is off or the GPU cannot time.
+fn tuned_plan<P: Copy>(
+    gpu: &Gpu,
+    key: String,
+    cands: &[(P, TileChoice)],
+    run: impl FnMut(P) -> Result<()>,
+) -> Result<P> {
+    if let Some(p) = gpu.tuned(&key).and_then(|c| from_choice(cands, c)) {
+        return Ok(p);
+    }
+    let plans: Vec<P> = cands.iter().map(|c| c.0).collect();
+    match gpu.time_candidates(&plans, run)? {
+        Some(i) => {
+            gpu.store_tuned(key, cands[i].1);
+            Ok(plans[i])
+        }
+        None => Ok(plans[0]),
+    }
+}
+
+/// The tuning cache key of a `conv_gemm`: the kernel and the whole geometry.
+fn gemm_key(p: &ConvParams) -> String {
+    format!(
+        "conv_gemm m{} n{} k{} src{}x{}x{}x{} grid{}x{}x{} ker{}x{}x{} st{}x{}x{} pad{}x{}x{} flip{} w{}/{} bias{}",
+        p.m, p.n, p.k, p.sc, p.sx, p.sy, p.sz, p.mx, p.my, p.mz, p.kx, p.ky, p.kz,
+        p.stx, p.sty, p.stz, p.pdx, p.pdy, p.pdz, p.flip, p.wc, p.wstride, p.has_bias
+    )
 }
 
 /// Runs `conv_gemm` with the geometry `p` (tiles and splits filled in here): a fresh tensor
@@ -457,25 +588,52 @@ fn gemm_run(
     if let Some(shader) = mma_shader(&gpu) {
         return gemm_mma(op, shader, p, src, w, b, out_shape);
     }
-    gemm_f32(op, p, src, w, b, out_shape)
+    let k = p.k as usize;
+    let plan = if gpu.tuning_enabled() {
+        p.has_bias = b.is_some() as u32;
+        let cands = gemm_candidates(m, n, k, |t| grid(&gpu, op, t as u64).is_ok());
+        tuned_plan(&gpu, gemm_key(&p), &cands, |plan| {
+            gemm_launch(op, p, plan, src, w, b, out_shape).map(drop)
+        })?
+    } else {
+        gemm_heuristic(m, n, k).0
+    };
+    gemm_launch(op, p, plan, src, w, b, out_shape)
 }
 
-/// The f32 `conv_gemm` of [`gemm_run`] (more than [`NARROW_N`] columns).
+/// The f32 `conv_gemm` with the heuristic plan (the reference of the matrix-unit check).
 fn gemm_f32(
     op: &str,
+    p: ConvParams,
+    src: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let plan = gemm_heuristic(p.m as usize, p.n as usize, p.k as usize).0;
+    gemm_launch(op, p, plan, src, w, b, out_shape)
+}
+
+/// One `conv_gemm` (and the sum of its split partials) with the plan `plan`.
+fn gemm_launch(
+    op: &str,
     mut p: ConvParams,
+    plan: GemmPlan,
     src: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     out_shape: &[usize],
 ) -> Result<Tensor> {
     let gpu = src.gpu().clone();
-    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let (m, n) = (p.m as usize, p.n as usize);
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
-    let tile = pick_tile(m, n);
+    let GemmPlan {
+        tile,
+        splits,
+        chunk,
+    } = plan;
     let tiles_n = n.div_ceil(tile.1 as usize);
     let tiles = m.div_ceil(tile.0 as usize) * tiles_n;
-    let (splits, chunk) = gemm_splits(tiles, k, tile.2 as usize);
     let total = tiles * splits;
     p.has_bias = b.is_some() as u32;
     p.tiles_n = u(op, tiles_n)?;
@@ -822,11 +980,85 @@ fn bwd_input_raw(op: &str, g: &Geom, gy: &Tensor, w: &Tensor, x_shape: &[usize])
 /// `tiles` output tiles of `outputs` elements in all and `stage` rows per stage
 /// (shape-determined).
 pub fn wgrad_chunks(r: usize, tiles: usize, outputs: usize, stage: usize) -> (usize, usize) {
+    split_reduction(r, wgrad_chunk_request(r, tiles, outputs), stage)
+}
+
+/// The number of chunks [`wgrad_chunks`] aims for before rounding to whole stages.
+fn wgrad_chunk_request(r: usize, tiles: usize, outputs: usize) -> usize {
     let mut s = WGRAD_TARGET_GROUPS.div_ceil(tiles.max(1));
     s = s.min((r / WGRAD_MIN_CHUNK).max(1));
-    s = s.min((WGRAD_MAX_PARTIAL / outputs.max(1)).max(1));
-    let chunk = r.div_ceil(s).div_ceil(stage) * stage;
-    (r.div_ceil(chunk), chunk)
+    s.min((WGRAD_MAX_PARTIAL / outputs.max(1)).max(1))
+}
+
+/// How [`wgrad_launch`] runs a `conv_wgrad`: the tile (with its groups), the number of
+/// reduction chunks and the rows of each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct WgradPlan {
+    tile: (u32, u32, u32, u32),
+    nchunks: usize,
+    chunk: usize,
+}
+
+/// The shape heuristic's plan of a weight gradient with reduction `r`, output rows × cols,
+/// and the chunk count it requested.
+fn wgrad_heuristic(r: usize, rows: usize, cols: usize) -> (WgradPlan, usize) {
+    let tile = pick_wgrad_tile(rows, cols);
+    let tiles = rows.div_ceil(tile.0 as usize) * cols.div_ceil(tile.1 as usize);
+    let stage = (tile.2 * tile.3) as usize;
+    let s = wgrad_chunk_request(r, tiles, rows * cols);
+    let (nchunks, chunk) = wgrad_chunks(r, tiles, rows * cols, stage);
+    (
+        WgradPlan {
+            tile,
+            nchunks,
+            chunk,
+        },
+        s,
+    )
+}
+
+/// Tuning candidates of a `conv_wgrad` (the heuristic's plan first): every tile, each with
+/// the heuristic's chunk count for that tile, its half and its double (each chunk at least one
+/// stage, the partials within [`WGRAD_MAX_PARTIAL`], the grid fitting the adapter: `fits`).
+fn wgrad_candidates(
+    r: usize,
+    rows: usize,
+    cols: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Vec<(WgradPlan, TileChoice)> {
+    let mut out = vec![];
+    let name = |(bm, bn, bk, g): (u32, u32, u32, u32), s: usize| TileChoice {
+        bm,
+        bn,
+        bk,
+        g,
+        splits: s as u32,
+    };
+    let (heur, hs) = wgrad_heuristic(r, rows, cols);
+    push_candidate(&mut out, heur, name(heur.tile, hs));
+    let outputs = rows * cols;
+    for tile in WGRAD_TILES {
+        let stage = (tile.2 * tile.3) as usize;
+        let tiles = rows.div_ceil(tile.0 as usize) * cols.div_ceil(tile.1 as usize);
+        let h = wgrad_chunk_request(r, tiles, outputs);
+        for s in [h, h / 2, 2 * h] {
+            if s == 0
+                || s > (r / stage).max(1)
+                || (s > 1 && s * outputs > WGRAD_MAX_PARTIAL)
+                || !fits(tiles * s)
+            {
+                continue;
+            }
+            let (nchunks, chunk) = split_reduction(r, s, stage);
+            let plan = WgradPlan {
+                tile,
+                nchunks,
+                chunk,
+            };
+            push_candidate(&mut out, plan, name(tile, s));
+        }
+    }
+    out
 }
 
 /// Weight gradient gw [Co, Ci, k] (shape `w_shape`) of the convolution `g` from its output
@@ -922,17 +1154,47 @@ fn wgrad_mma(
     super::reduce::sum_axes(&out, &[0])?.reshape(w_shape)
 }
 
-/// The f32 `conv_wgrad` of [`bwd_weight_raw`].
+/// The f32 `conv_wgrad` of [`bwd_weight_raw`] (its tiles and chunks tuned when tuning is on).
 fn wgrad_f32(op: &str, g: &Geom, gy: &Tensor, x: &Tensor, w_shape: &[usize]) -> Result<Tensor> {
     let gpu = gy.gpu().clone();
     let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
-    let tile = pick_wgrad_tile(rows, cols);
+    let p = wgrad_params(op, g)?;
+    let plan = if gpu.tuning_enabled() {
+        let cands = wgrad_candidates(r, rows, cols, |t| grid(&gpu, op, t as u64).is_ok());
+        let key = format!(
+            "conv_wgrad r{r} rows{rows} cols{cols} src{}x{}x{}x{} grid{}x{}x{} ker{}x{}x{} st{}x{}x{} pad{}x{}x{}",
+            p.sc, p.sx, p.sy, p.sz, p.mx, p.my, p.mz, p.kx, p.ky, p.kz, p.stx, p.sty, p.stz,
+            p.pdx, p.pdy, p.pdz
+        );
+        tuned_plan(&gpu, key, &cands, |plan| {
+            wgrad_launch(op, p, plan, gy, x, w_shape).map(drop)
+        })?
+    } else {
+        wgrad_heuristic(r, rows, cols).0
+    };
+    wgrad_launch(op, p, plan, gy, x, w_shape)
+}
+
+/// One `conv_wgrad` (and the sum of its chunk partials) with the plan `plan`; `p` holds the
+/// geometry, the tiling fields are filled in here.
+fn wgrad_launch(
+    op: &str,
+    mut p: ConvParams,
+    plan: WgradPlan,
+    gy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    let (rows, cols) = (p.rows as usize, p.n as usize);
+    let WgradPlan {
+        tile,
+        nchunks,
+        chunk,
+    } = plan;
     let tiles_r = rows.div_ceil(tile.0 as usize);
     let tiles_n = cols.div_ceil(tile.1 as usize);
-    let stage = (tile.2 * tile.3) as usize;
-    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, stage);
     let total = tiles_r * tiles_n * nchunks;
-    let mut p = wgrad_params(op, g)?;
     p.tiles_n = u(op, tiles_n)?;
     p.tiles_total = u(op, total)?;
     p.chunk = u(op, chunk)?;
@@ -980,13 +1242,9 @@ fn ct_raw(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     let gpu = x.gpu().clone();
-    let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
     let kv = vol(k);
     let os = [xs[0] * k[0], xs[1] * k[1], xs[2] * k[2]];
     let (m, cols) = (n * vol(xs), co * kv);
-    let tile = pick_tile(m, cols);
-    let tiles_n = cols.div_ceil(tile.1 as usize);
-    let total = m.div_ceil(tile.0 as usize) * tiles_n;
     let p = CtParams {
         m: u(op, m)?,
         n: u(op, cols)?,
@@ -1004,10 +1262,60 @@ fn ct_raw(
         oy: u(op, os[1])?,
         oz: u(op, os[2])?,
         ov: u(op, vol(os))?,
-        tiles_n: u(op, tiles_n)?,
-        tiles_total: u(op, total)?,
         ..Default::default()
     };
+    let tile = if gpu.tuning_enabled() {
+        // Candidates: every tile whose grid fits the adapter, the heuristic's first.
+        let heur = pick_tile(m, cols);
+        let fits = |t: &(u32, u32, u32)| {
+            let total = m.div_ceil(t.0 as usize) * cols.div_ceil(t.1 as usize);
+            grid(&gpu, op, total as u64).is_ok()
+        };
+        let cands: Vec<((u32, u32, u32), TileChoice)> = std::iter::once(heur)
+            .chain(TILES.into_iter().filter(|t| *t != heur && fits(t)))
+            .map(|t| {
+                (
+                    t,
+                    TileChoice {
+                        bm: t.0,
+                        bn: t.1,
+                        bk: t.2,
+                        g: 1,
+                        splits: 1,
+                    },
+                )
+            })
+            .collect();
+        let key = format!(
+            "ct_gemm m{m} n{cols} k{ci} x{}x{}x{} ker{}x{}x{} co{co} bias{}",
+            xs[0], xs[1], xs[2], k[0], k[1], k[2], p.has_bias
+        );
+        tuned_plan(&gpu, key, &cands, |t| {
+            ct_launch(op, p, t, x, w, b, out_shape).map(drop)
+        })?
+    } else {
+        pick_tile(m, cols)
+    };
+    ct_launch(op, p, tile, x, w, b, out_shape)
+}
+
+/// One `ct_gemm` with the tile `tile`; `p` holds the geometry, the tiling is filled in here.
+fn ct_launch(
+    op: &str,
+    mut p: CtParams,
+    tile: (u32, u32, u32),
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = x.gpu().clone();
+    let (m, cols) = (p.m as usize, p.n as usize);
+    let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
+    let tiles_n = cols.div_ceil(tile.1 as usize);
+    let total = m.div_ceil(tile.0 as usize) * tiles_n;
+    p.tiles_n = u(op, tiles_n)?;
+    p.tiles_total = u(op, total)?;
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
     let groups = grid(&gpu, op, total as u64)?;
     gpu.dispatch_with(

@@ -14,6 +14,16 @@ pub fn gpu() -> Arc<Gpu> {
     }
 }
 
+/// A GPU of its own (device state such as tuning choices not shared with other tests). No
+/// adapter is a test failure.
+pub fn new_gpu() -> Arc<Gpu> {
+    let sel = std::env::var("SSNET_DEVICE").ok();
+    match Gpu::new(sel.as_deref()) {
+        Ok(g) => g,
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    }
+}
+
 pub fn upload(g: &Arc<Gpu>, v: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_f32(g, &ssnet::reference::to_f32(v), shape).unwrap()
 }
