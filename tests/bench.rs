@@ -11,6 +11,7 @@ const TOP: &[&str] = &[
     "tf32",
     "gpu_timer",
     "tuned",
+    "tensor_cores",
     "iteration3d",
     "iteration2d",
     "inference3d",
@@ -97,6 +98,7 @@ fn bench_tiny_json_has_every_key() {
     assert_eq!(keys(&rep), sorted(TOP), "top-level keys");
     assert_eq!(rep["size"], "tiny");
     assert_eq!(rep["tuned"], false);
+    assert_eq!(rep["tensor_cores"], "off");
     let timed = !rep["gpu_timer"].is_null();
     println!("gpu_timer: {}", rep["gpu_timer"]);
     assert!(

@@ -906,6 +906,7 @@ def main(argv=None):
     rep = {"engine": "pytorch", "adapter": adapter, "size": args.size, "tf32": tf32,
            "gpu_timer": "torch.cuda.Event" if device.type == "cuda" else None,
            "tuned": bool(args.cudnn_benchmark),
+           "tensor_cores": "tf32" if tf32 else "off",
            "iteration3d": it3, "iteration2d": it2, "inference3d": inf,
            "peak_memory_3d_bytes": int(peak3), "peak_memory_2d_bytes": int(peak2),
            "layers": layers}

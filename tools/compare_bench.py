@@ -110,9 +110,10 @@ def main(argv=None):
         print()
 
     for name, rep in (("ours", ours), ("pytorch", pt)):
-        print("%-8s engine %s, adapter %s, size %s, tf32 %s, GPU timer %s, tuned %s" % (
+        print("%-8s engine %s, adapter %s, size %s, tf32 %s, tensor cores %s, GPU timer %s, tuned %s" % (
             name + ":", rep.get("engine"), rep.get("adapter"), rep.get("size"), rep.get("tf32"),
-            rep.get("gpu_timer") or "none (wall clock only)", rep.get("tuned", "-")))
+            rep.get("tensor_cores", "-"), rep.get("gpu_timer") or "none (wall clock only)",
+            rep.get("tuned", "-")))
     if ours.get("size") != pt.get("size"):
         print("WARNING: the reports are of different sizes (%s vs %s)" % (ours.get("size"), pt.get("size")))
     if ours.get("adapter") and pt.get("adapter") and not (

@@ -16,7 +16,7 @@
 
 use super::layers::{conv_layer_table, LayerRow};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuTiming};
+use crate::gpu::{Gpu, GpuTiming, MatrixUnits};
 use crate::nn::{Arch, Model, ModelConfig, Pass};
 use crate::ssnet::{StepInputs, Trainer, TrainerConfig};
 use crate::tensor::Tensor;
@@ -99,6 +99,10 @@ pub struct BenchReport {
     pub gpu_timer: Option<String>,
     /// Whether convolution tiles were autotuned (`--tune` / `SSNET_TUNE=1`).
     pub tuned: bool,
+    /// What the convolution GEMMs ran on: "off" (f32), "cooperative matrix" (f16 tiles on
+    /// the matrix units, `--tensor-cores on`) or "emulated" (the f16 path without them).
+    /// PyTorch's report says "tf32" or "off".
+    pub tensor_cores: String,
     pub iteration3d: Timing,
     pub iteration2d: Timing,
     pub inference3d: Timing,
@@ -323,6 +327,13 @@ pub fn run(
             .has_timestamps()
             .then(|| "timestamp queries".to_string()),
         tuned: gpu.tuning_enabled(),
+        // After the runs: a failed first-use check of the matrix-unit path reads "off".
+        tensor_cores: match gpu.matrix_units() {
+            MatrixUnits::Off => "off",
+            MatrixUnits::Coop => "cooperative matrix",
+            MatrixUnits::Emulated => "emulated",
+        }
+        .into(),
         iteration3d,
         iteration2d,
         inference3d,

@@ -82,6 +82,17 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
                 .map_or(String::new(), |p| format!(" in {}", p.display()))
         );
     }
+    match gpu.matrix_units() {
+        crate::gpu::MatrixUnits::Off => println!("convolutions: f32"),
+        crate::gpu::MatrixUnits::Coop => {
+            println!("convolutions: f16 tiles on the matrix units (tensor cores), f32 accumulation")
+        }
+        crate::gpu::MatrixUnits::Emulated => {
+            println!(
+                "convolutions: f16 tiles, emulated matrix units (a correctness check, not a speed)"
+            )
+        }
+    }
     if gpu.has_timestamps() {
         println!(
             "timing: wall clock (ms, with the sync) and GPU timestamps (GPU ms: first pass begin to last pass end; busy: sum of the passes); GFLOP/s and % peak from GPU ms"
