@@ -642,24 +642,37 @@ fn gemm_launch(
     p.nchunks = u(op, splits)?;
     u(op, splits * m * n)?;
     let groups = grid(&gpu, op, total as u64)?;
-    let out_len = if splits == 1 {
-        out_shape.to_vec()
-    } else {
-        vec![splits, m * n]
-    };
-    let out = Tensor::empty(&gpu, &out_len, DType::F32, op)?;
-    gpu.dispatch_with(
-        Shader::Conv,
-        "conv_gemm",
-        &tile_consts(tile),
-        &p,
-        &[src.buffer(), w.buffer(), bias, out.buffer()],
-        groups,
-    )?;
-    if splits == 1 {
+    with_partials(&gpu, op, splits, m * n, out_shape, |out| {
+        gpu.dispatch_with(
+            Shader::Conv,
+            "conv_gemm",
+            &tile_consts(tile),
+            &p,
+            &[src.buffer(), w.buffer(), bias, out.buffer()],
+            groups,
+        )
+    })
+}
+
+/// Runs a GEMM whose `parts` reduction parts each write `len` outputs: straight into a fresh
+/// tensor of `shape` when there is one part, else into partials [parts, len] that are then
+/// summed in a fixed order (deterministic, no atomics).
+fn with_partials(
+    gpu: &Arc<Gpu>,
+    op: &str,
+    parts: usize,
+    len: usize,
+    shape: &[usize],
+    run: impl FnOnce(&Tensor) -> Result<()>,
+) -> Result<Tensor> {
+    if parts == 1 {
+        let out = Tensor::empty(gpu, shape, DType::F32, op)?;
+        run(&out)?;
         return Ok(out);
     }
-    super::reduce::sum_axes(&out, &[0])?.reshape(out_shape)
+    let part = Tensor::empty(gpu, &[parts, len], DType::F32, op)?;
+    run(&part)?;
+    super::reduce::sum_axes(&part, &[0])?.reshape(shape)
 }
 
 // ------------------------------------------------------------------ matrix units (f16)
@@ -868,30 +881,22 @@ fn gemm_mma(
     u(op, splits * m * n)?;
     let scales = mma_scales(op, shader, src, w)?;
     let groups = grid(&gpu, op, total as u64)?;
-    let out_len = if splits == 1 {
-        out_shape.to_vec()
-    } else {
-        vec![splits, m * n]
-    };
-    let out = Tensor::empty(&gpu, &out_len, DType::F32, op)?;
-    gpu.dispatch_with(
-        shader,
-        "conv_mma",
-        &mma_consts(tile),
-        &p,
-        &[
-            src.buffer(),
-            w.buffer(),
-            bias,
-            out.buffer(),
-            scales.buffer(),
-        ],
-        groups,
-    )?;
-    if splits == 1 {
-        return Ok(out);
-    }
-    super::reduce::sum_axes(&out, &[0])?.reshape(out_shape)
+    with_partials(&gpu, op, splits, m * n, out_shape, |out| {
+        gpu.dispatch_with(
+            shader,
+            "conv_mma",
+            &mma_consts(tile),
+            &p,
+            &[
+                src.buffer(),
+                w.buffer(),
+                bias,
+                out.buffer(),
+                scales.buffer(),
+            ],
+            groups,
+        )
+    })
 }
 
 /// Input gradient gx [N, Ci, X] (shape `x_shape`) of the convolution `g` from its output
@@ -1134,24 +1139,16 @@ fn wgrad_mma(
     p.nchunks = u(op, nchunks)?;
     let scales = mma_scales(op, shader, gy, x)?;
     let groups = grid(&gpu, op, total as u64)?;
-    let out_shape = if nchunks == 1 {
-        w_shape.to_vec()
-    } else {
-        vec![nchunks, rows * cols]
-    };
-    let out = Tensor::empty(&gpu, &out_shape, DType::F32, op)?;
-    gpu.dispatch_with(
-        shader,
-        "wgrad_mma",
-        &mma_consts(tile),
-        &p,
-        &[x.buffer(), gy.buffer(), out.buffer(), scales.buffer()],
-        groups,
-    )?;
-    if nchunks == 1 {
-        return Ok(out);
-    }
-    super::reduce::sum_axes(&out, &[0])?.reshape(w_shape)
+    with_partials(&gpu, op, nchunks, rows * cols, w_shape, |out| {
+        gpu.dispatch_with(
+            shader,
+            "wgrad_mma",
+            &mma_consts(tile),
+            &p,
+            &[x.buffer(), gy.buffer(), out.buffer(), scales.buffer()],
+            groups,
+        )
+    })
 }
 
 /// The f32 `conv_wgrad` of [`bwd_weight_raw`] (its tiles and chunks tuned when tuning is on).
@@ -1201,8 +1198,7 @@ fn wgrad_launch(
     p.nchunks = u(op, nchunks)?;
     p.tiles_r = u(op, tiles_r)?;
     let groups = grid(&gpu, op, total as u64)?;
-    if nchunks == 1 {
-        let out = Tensor::empty(&gpu, w_shape, DType::F32, op)?;
+    with_partials(&gpu, op, nchunks, rows * cols, w_shape, |out| {
         gpu.dispatch_with(
             Shader::Conv,
             "conv_wgrad",
@@ -1210,20 +1206,8 @@ fn wgrad_launch(
             &p,
             &[x.buffer(), gy.buffer(), out.buffer()],
             groups,
-        )?;
-        return Ok(out);
-    }
-    let part = Tensor::empty(&gpu, &[nchunks, rows * cols], DType::F32, op)?;
-    gpu.dispatch_with(
-        Shader::Conv,
-        "conv_wgrad",
-        &wgrad_consts(tile),
-        &p,
-        &[x.buffer(), gy.buffer(), part.buffer()],
-        groups,
-    )?;
-    // The chunk partials summed in a fixed order.
-    super::reduce::sum_axes(&part, &[0])?.reshape(w_shape)
+        )
+    })
 }
 
 /// Transposed-conv GEMM (kernel == stride): x [n, ci, xs] (any tensor with that layout),
