@@ -255,3 +255,148 @@ fn dice_bwd_soft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let dpk = select(1.0, 2.0 * pv, p.power == 2u);
     dbs_gp[i] = dbs_g[0] * (k.di * dbs_q[i] + k.dp * dpk);
 }
+
+// ---- fused softmax + Dice against a label map: logits x [N, C, S], labels [N, S].
+// The softmax is computed per voxel in registers, with the expression of softmax.wgsl
+// (p_c = exp(x_c - max) / sum exp(x_j - max)); p never reaches memory.
+//
+// sdice_partial: workgroup o = chunk * G + grp, G = ceil(C / 4) groups of 4 classes; each
+// invocation walks its voxels e = e0 + lid, e0 + lid + 256, ... of the chunk in order,
+// accumulating (I, P, T) for the group's classes, then a fixed tree over the 256
+// invocations: the same order per class as dice_partial_labels. Output
+// partial[chunk * W + c * 3 + j] with W = 3C + 1; partial[chunk * W + 3C] (group 0 only)
+// counts the labels >= C. The caller sums the chunks in order (no atomics).
+// sdice_loss_fwd: the loss from the summed statistics (as dice_loss_fwd; NaN when any
+// label is out of range) and the out-of-range count.
+// sdice_bwd: one invocation per voxel; dL/dp_c as dice_bwd_labels, then the softmax
+// Jacobian in registers: dL/dx_c = p_c (dL/dp_c - sum_j dL/dp_j p_j).
+@group(0) @binding(1) var<storage, read> sd_x: array<f32>;
+@group(0) @binding(2) var<storage, read> sd_y: array<u32>;
+@group(0) @binding(3) var<storage, read_write> sd_out: array<f32>;
+
+var<workgroup> w4_i: array<vec4<f32>, 256>;
+var<workgroup> w4_p: array<vec4<f32>, 256>;
+var<workgroup> w4_t: array<vec4<f32>, 256>;
+var<workgroup> w_bad: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn sdice_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let groups = (p.c + 3u) / 4u;
+    let o = wid.y * nwg.x + wid.x;   // chunk * G + grp
+    if (o >= p.chunks * groups) { return; }
+    let grp = o % groups;
+    let k = o / groups;
+    let c0 = grp * 4u;
+    let total = p.n * p.s;
+    let e0 = k * p.chunk;
+    let e1 = min(total, e0 + p.chunk);
+    var si = vec4<f32>(0.0);
+    var sp = vec4<f32>(0.0);
+    var st = vec4<f32>(0.0);
+    var bad = 0.0;
+    for (var e = e0 + lid.x; e < e1; e = e + 256u) {
+        let base = (e / p.s) * p.c * p.s + e % p.s;
+        var m = sd_x[base];
+        for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, sd_x[base + c * p.s]); }
+        var z = 0.0;
+        for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(sd_x[base + c * p.s] - m); }
+        let lab = sd_y[e];
+        bad = bad + select(0.0, 1.0, lab >= p.c);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = c0 + j;
+            if (c < p.c) {
+                let pv = exp(sd_x[base + c * p.s] - m) / z;
+                let tv = select(0.0, 1.0, lab == c);
+                si[j] = si[j] + pv * tv;
+                sp[j] = sp[j] + powk(pv);
+                st[j] = st[j] + tv;
+            }
+        }
+    }
+    w4_i[lid.x] = si; w4_p[lid.x] = sp; w4_t[lid.x] = st; w_bad[lid.x] = bad;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid.x < s) {
+            w4_i[lid.x] = w4_i[lid.x] + w4_i[lid.x + s];
+            w4_p[lid.x] = w4_p[lid.x] + w4_p[lid.x + s];
+            w4_t[lid.x] = w4_t[lid.x] + w4_t[lid.x + s];
+            w_bad[lid.x] = w_bad[lid.x] + w_bad[lid.x + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        let w = 3u * p.c + 1u;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = c0 + j;
+            if (c < p.c) {
+                sd_out[k * w + c * 3u] = w4_i[0][j];
+                sd_out[k * w + c * 3u + 1u] = w4_p[0][j];
+                sd_out[k * w + c * 3u + 2u] = w4_t[0][j];
+            }
+        }
+        if (grp == 0u) { sd_out[k * w + 3u * p.c] = w_bad[0]; }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> sf_stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sf_loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sf_bad: array<f32>;
+
+@compute @workgroup_size(1)
+fn sdice_loss_fwd() {
+    var loss = 0.0;
+    if (p.mode == 0u) {
+        loss = 1.0 - (2.0 * sf_stats[3] + p.eps) / (sf_stats[4] + sf_stats[5] + p.eps);
+    } else if (p.mode == 1u) {
+        var si = 0.0; var sp = 0.0; var st = 0.0;
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            si = si + sf_stats[k * 3u];
+            sp = sp + sf_stats[k * 3u + 1u];
+            st = st + sf_stats[k * 3u + 2u];
+        }
+        loss = 1.0 - (2.0 * si + p.eps) / (sp + st + p.eps);
+    } else {
+        for (var k = 0u; k < p.c; k = k + 1u) {
+            loss = loss + 1.0 - (2.0 * sf_stats[k * 3u] + p.eps) / (sf_stats[k * 3u + 1u] + sf_stats[k * 3u + 2u] + p.eps);
+        }
+        loss = loss / f32(p.c);
+    }
+    let bad = sf_stats[3u * p.c];
+    sf_loss[0] = select(loss, bitcast<f32>(0x7fc00000u), bad > 0.0);
+    sf_bad[0] = bad;
+}
+
+@group(0) @binding(1) var<storage, read> sdb_x: array<f32>;
+@group(0) @binding(2) var<storage, read> sdb_y: array<u32>;
+@group(0) @binding(4) var<storage, read> sdb_g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sdb_gx: array<f32>;
+
+// dL/dp_c of voxel (probability pv, label lab), as dice_bwd_labels writes it.
+fn sdb_gp(c: u32, pv: f32, lab: u32, g: f32) -> f32 {
+    let k = coef(c);
+    let t = select(0.0, 1.0, lab == c);
+    let dpk = select(1.0, 2.0 * pv, p.power == 2u);
+    return g * (k.di * t + k.dp * dpk);
+}
+
+@compute @workgroup_size(256)
+fn sdice_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.s) { return; }
+    let base = (i / p.s) * p.c * p.s + i % p.s;
+    var m = sdb_x[base];
+    for (var c = 1u; c < p.c; c = c + 1u) { m = max(m, sdb_x[base + c * p.s]); }
+    var z = 0.0;
+    for (var c = 0u; c < p.c; c = c + 1u) { z = z + exp(sdb_x[base + c * p.s] - m); }
+    let lab = sdb_y[i];
+    let g = sdb_g[0];
+    var dot = 0.0;
+    for (var c = 0u; c < p.c; c = c + 1u) {
+        let pv = exp(sdb_x[base + c * p.s] - m) / z;
+        dot = dot + sdb_gp(c, pv, lab, g) * pv;
+    }
+    for (var c = 0u; c < p.c; c = c + 1u) {
+        let pv = exp(sdb_x[base + c * p.s] - m) / z;
+        sdb_gx[base + c * p.s] = pv * (sdb_gp(c, pv, lab, g) - dot);
+    }
+}

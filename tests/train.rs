@@ -562,6 +562,32 @@ fn non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint() {
     );
 }
 
+#[test]
+fn labels_out_of_range_stop_the_step_naming_the_dice_op() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    // ACDC has 4 classes: labels 0..=4 in every slice, so every labelled batch has a 4.
+    let items: Vec<Item> = (0..6)
+        .map(|_| Item {
+            image: (0..256).map(|i| (i % 7) as f32 / 7.0).collect(),
+            label: (0..256).map(|i| (i % 5) as u8).collect(),
+            shape: vec![16, 16],
+        })
+        .collect();
+    let cfg = tiny_config(tmp.path(), &out, 1);
+    let set = TrainSet::from_items(DatasetKind::Acdc, items, 2).unwrap();
+    let mut run = quiet(Run::with_data(&gpu, cfg, set, Some(vec![])).unwrap());
+    let e = one_line_err(run.train());
+    assert!(
+        e.contains("softmax_dice_loss:")
+            && e.contains("labels out of range for 4 classes")
+            && e.contains("iteration 1"),
+        "{e}"
+    );
+    assert_eq!(run.iter(), 0, "no update after the failed step");
+}
+
 // ---- the command line -----------------------------------------------------------------
 
 fn ssnet(args: &[&str]) -> (bool, String, String) {

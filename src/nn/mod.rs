@@ -250,10 +250,27 @@ impl Model {
     }
 
     /// Linear → BatchNorm1d → activation → Linear (the heads and selectors).
+    /// The BatchNorm and the second Linear are one op (`ops::batch_norm_linear`): the
+    /// normalised activation is read by the product as it is computed, never stored.
     fn mlp(&self, x: &Tensor, name: &str, pass: Pass, act: Act) -> Result<Tensor> {
         let h = self.linear(x, &format!("{name}.0"))?;
-        let h = self.bn(&h, &format!("{name}.1"), pass, act)?;
-        self.linear(&h, &format!("{name}.3"))
+        let bn = format!("{name}.1");
+        let args = ops::BnArgs {
+            gamma: self.get(&format!("{bn}.weight"))?,
+            beta: self.get(&format!("{bn}.bias"))?,
+            running_mean: self.get(&format!("{bn}.running_mean"))?,
+            running_var: self.get(&format!("{bn}.running_var"))?,
+            mode: pass.bn,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+            act,
+        };
+        ops::batch_norm_linear(
+            &h,
+            &args,
+            self.get(&format!("{name}.3.weight"))?,
+            Some(self.get(&format!("{name}.3.bias"))?),
+        )
     }
 
     /// projection_head: Linear(16, 32) → BN → ReLU → Linear(32, 32), on rows [M, 16].

@@ -5,6 +5,10 @@
 //! Dice losses take the softmax output `p` [N, C, ...] and a target, either a u32 label map
 //! [N, ...] (one-hot) or soft probabilities of p's shape. The target is a constant (SS-Net
 //! always detaches it): only `p` gets a gradient.
+//!
+//! [`softmax_dice`] / [`softmax_dice_loss`] fuse the softmax into the label-map Dice: they
+//! take the logits, compute the probabilities in registers, and write d loss / d logits in
+//! one backward pass.
 
 use super::reduce::sum_mid_raw;
 use super::{launch, u32_of};
@@ -236,4 +240,118 @@ pub fn soft_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
 /// SS-Net 3D VAT distance: binary Dice over the whole two-channel tensors.
 pub fn whole_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     dice_loss(p, DiceTarget::Soft(q), DiceKind::Whole)
+}
+
+/// The fused softmax + Dice loss of [`softmax_dice`]: the loss ([1], on the tape for the
+/// logits) and how many labels were out of range ([1] f32, 0 when all are < C).
+pub struct SoftmaxDice {
+    pub loss: Tensor,
+    pub invalid_labels: Tensor,
+}
+
+impl SoftmaxDice {
+    /// Read back the out-of-range count (one 4-byte sync) and fail naming the op if any.
+    pub fn check(&self) -> Result<()> {
+        let bad = self.invalid_labels.item()?;
+        if bad != 0.0 {
+            return Err(Error::op(
+                "softmax_dice_loss",
+                format!("{bad} labels out of range (every label must be < the channel count)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Dice loss of `softmax(logits)` over axis 1 against a u32 label map, in one forward pass
+/// over the logits and one backward pass writing d loss / d logits: the same value as
+/// `dice_loss(&softmax(logits)?, DiceTarget::Labels(labels), kind)` without the probability
+/// tensor, its gradient, or the softmax backward.
+///
+/// logits [N, C, ...] f32, labels [N, ...] u32. Labels >= C are counted (never read past
+/// the classes): the loss is then NaN and `invalid_labels` non-zero; nothing is read back
+/// here ([`SoftmaxDice::check`] or [`softmax_dice_loss`] turn that into an error).
+/// Deterministic: fixed per-chunk trees summed in chunk order, no atomics.
+pub fn softmax_dice(logits: &Tensor, labels: &Tensor, kind: DiceKind) -> Result<SoftmaxDice> {
+    let op = "softmax_dice_loss";
+    logits.expect_dtype(op, DType::F32)?;
+    let (n, c, s, mut prm) = base(op, logits)?;
+    if c == 0 {
+        return Err(Error::op(
+            op,
+            format!("no channels in {:?}", logits.shape()),
+        ));
+    }
+    if kind == DiceKind::BinaryForeground && c < 2 {
+        return Err(Error::op(
+            op,
+            format!("needs a foreground channel 1, input {:?}", logits.shape()),
+        ));
+    }
+    check_labels(op, logits, labels)?;
+    u32_of(op, logits.numel())?;
+    let total = n * s;
+    // One workgroup per (chunk, group of 4 classes); chunks of at least 4096 voxels, at most
+    // 512 of them (enough workgroups to fill a device, a short second pass).
+    let groups = c.div_ceil(4);
+    let chunks = total.div_ceil(4096).clamp(1, 512);
+    let chunk = total.div_ceil(chunks).max(1);
+    let chunks = total.div_ceil(chunk).max(1);
+    let width = 3 * c + 1;
+    prm.chunks = u32_of(op, chunks)?;
+    prm.chunk = u32_of(op, chunk)?;
+    prm.mode = kind.mode();
+    prm.power = kind.power();
+    prm.eps = kind.eps();
+    let gpu = logits.gpu().clone();
+    let partial = Tensor::empty(&gpu, &[chunks * width], DType::F32, op)?;
+    gpu.dispatch(
+        Shader::Loss,
+        "sdice_partial",
+        &prm,
+        &[logits.buffer(), labels.buffer(), partial.buffer()],
+        gpu.grid((chunks * groups) as u64, 1)?,
+    )?;
+    let stats = sum_mid_raw(&partial, 1, chunks, width, 1.0)?;
+    let loss = Tensor::empty(&gpu, &[1], DType::F32, op)?;
+    let invalid_labels = Tensor::empty(&gpu, &[1], DType::F32, op)?;
+    gpu.dispatch(
+        Shader::Loss,
+        "sdice_loss_fwd",
+        &prm,
+        &[stats.buffer(), loss.buffer(), invalid_labels.buffer()],
+        [1, 1, 1],
+    )?;
+    let (sx, sy) = (logits.detach(), labels.detach());
+    let loss = record(op, loss, &[logits], move |g, _| {
+        let gx = Tensor::empty(sx.gpu(), sx.shape(), DType::F32, op)?;
+        launch(
+            sx.gpu(),
+            Shader::Loss,
+            "sdice_bwd",
+            &prm,
+            &[
+                sx.buffer(),
+                sy.buffer(),
+                stats.buffer(),
+                g.buffer(),
+                gx.buffer(),
+            ],
+            (prm.n * prm.s) as usize,
+        )?;
+        Ok(vec![Some(gx)])
+    });
+    Ok(SoftmaxDice {
+        loss,
+        invalid_labels,
+    })
+}
+
+/// [`softmax_dice`], with the labels checked: one 4-byte readback, and an error naming the
+/// op when a label is >= C. The training step uses [`softmax_dice`] and checks the count
+/// with its own single readback instead.
+pub fn softmax_dice_loss(logits: &Tensor, labels: &Tensor, kind: DiceKind) -> Result<Tensor> {
+    let d = softmax_dice(logits, labels, kind)?;
+    d.check()?;
+    Ok(d.loss)
 }

@@ -79,7 +79,7 @@ fn mode_code(m: BnMode) -> u32 {
 }
 
 /// (act flag, slope) of an activation, validated.
-fn act_code(op: &str, a: Act) -> Result<(u32, f32)> {
+pub(crate) fn act_code(op: &str, a: Act) -> Result<(u32, f32)> {
     match a {
         Act::None => Ok((0, 0.0)),
         Act::Relu => Ok((1, 0.0)),

@@ -1,5 +1,6 @@
-//! Softmax over the channel axis (axis 1 of [N, C, ...]), its backward, and argmax over
-//! channels. Shader: `shaders/softmax.wgsl`.
+//! Softmax over the channel axis (axis 1 of [N, C, ...]), its backward, argmax over
+//! channels, and the argmax of the softmax without materialising it. Shader:
+//! `shaders/softmax.wgsl`.
 
 use super::{launch, u32_of};
 use crate::autograd::record;
@@ -13,7 +14,8 @@ struct SmParams {
     n: u32,
     c: u32,
     s: u32,
-    _pad: u32,
+    /// First sample read (`argmax_softmax`; 0 elsewhere).
+    n0: u32,
 }
 
 /// (N, C, S) of a [N, C, spatial...] tensor.
@@ -34,7 +36,7 @@ fn params(op: &str, x: &Tensor) -> Result<SmParams> {
         n: u32_of(op, n)?,
         c: u32_of(op, c)?,
         s: u32_of(op, s)?,
-        _pad: 0,
+        n0: 0,
     })
 }
 
@@ -95,6 +97,40 @@ pub fn argmax_channels(x: &Tensor) -> Result<Tensor> {
         &p,
         &[x.buffer(), out.buffer()],
         (p.n * p.s) as usize,
+    )?;
+    Ok(out)
+}
+
+/// The argmax over channels of `softmax(x)` for samples `start..start + len` of x
+/// [N, C, ...]: u32 [len, spatial...]. Equal bit for bit to
+/// `argmax_channels(&softmax(&narrow_batch(x, start, len)?)?)` (the probabilities are the
+/// values `softmax` writes and are compared the same way, so ties between channels whose
+/// probabilities round to the same value, and NaN, behave as there), with one read of the
+/// logits and no probability tensor. Off the tape.
+pub fn argmax_softmax(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let op = "argmax_softmax";
+    x.expect_dtype(op, DType::F32)?;
+    let mut p = params(op, x)?;
+    let sh = x.shape();
+    if len == 0 || start.checked_add(len).is_none_or(|e| e > sh[0]) {
+        return Err(Error::op(
+            op,
+            format!("samples {start}..{} of {sh:?}", start.saturating_add(len)),
+        ));
+    }
+    u32_of(op, x.numel())?;
+    p.n = u32_of(op, len)?;
+    p.n0 = u32_of(op, start)?;
+    let mut oshape = vec![len];
+    oshape.extend_from_slice(&sh[2..]);
+    let out = Tensor::empty(x.gpu(), &oshape, DType::U32, op)?;
+    launch(
+        x.gpu(),
+        Shader::Softmax,
+        "argmax_softmax",
+        &p,
+        &[x.buffer(), out.buffer()],
+        len * p.s as usize,
     )?;
     Ok(out)
 }

@@ -142,3 +142,33 @@ pub fn dice_loss_bwd(
     }
     gp
 }
+
+/// The fused `ops::softmax_dice_loss`: [`dice_loss`] of the softmax of `x` against the
+/// one-hot of `labels` (every label < c).
+pub fn softmax_dice_loss(
+    x: &[f64],
+    labels: &[u32],
+    n: usize,
+    c: usize,
+    s: usize,
+    kind: u32,
+) -> f64 {
+    let p = super::softmax::softmax(x, n, c, s);
+    dice_loss(&p, &one_hot(labels, n, c, s), n, c, s, kind)
+}
+
+/// Gradient of [`softmax_dice_loss`] with respect to the logits, times the upstream g: the
+/// Dice backward followed by the softmax backward.
+pub fn softmax_dice_loss_bwd(
+    x: &[f64],
+    labels: &[u32],
+    g: f64,
+    n: usize,
+    c: usize,
+    s: usize,
+    kind: u32,
+) -> Vec<f64> {
+    let p = super::softmax::softmax(x, n, c, s);
+    let gp = dice_loss_bwd(&p, &one_hot(labels, n, c, s), g, n, c, s, kind);
+    super::softmax::softmax_bwd_input(&p, &gp, n, c, s)
+}

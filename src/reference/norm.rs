@@ -140,3 +140,72 @@ pub fn batch_norm_bwd(
         .collect();
     (gx, ggamma, gbeta)
 }
+
+/// `ops::batch_norm_linear`: BatchNorm1d with its activation over rows h [M, C], then the
+/// Linear `a·wᵀ + b` with w [O, C]. Returns y [M, O] and the BatchNorm's [`BnOut`] (its `y`
+/// is the normalised activation a).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_linear(
+    h: &[f64],
+    m: usize,
+    c: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    running_mean: &[f64],
+    running_var: &[f64],
+    mode: BnMode,
+    momentum: f64,
+    eps: f64,
+    act: Act,
+    w: &[f64],
+    b: Option<&[f64]>,
+    o: usize,
+) -> (Vec<f64>, BnOut) {
+    let bn = batch_norm(
+        h,
+        &[m, c],
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        mode,
+        momentum,
+        eps,
+        act,
+    );
+    (super::matmul::linear(&bn.y, w, b, m, c, o), bn)
+}
+
+/// Gradients of [`batch_norm_linear`] for the upstream g [M, O], given the forward's
+/// BatchNorm output `bn`: (gh, ggamma, gbeta, gw, gb).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn batch_norm_linear_bwd(
+    h: &[f64],
+    m: usize,
+    c: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    bn: &BnOut,
+    mode: BnMode,
+    act: Act,
+    w: &[f64],
+    o: usize,
+    g: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    use super::matmul::{linear_bwd_bias, linear_bwd_input, linear_bwd_weight};
+    let gw = linear_bwd_weight(g, &bn.y, m, c, o);
+    let gb = linear_bwd_bias(g, m, o);
+    let ga = linear_bwd_input(g, w, m, c, o);
+    let (gh, ggamma, gbeta) = batch_norm_bwd(
+        h,
+        &[m, c],
+        gamma,
+        beta,
+        &bn.mean,
+        &bn.invstd,
+        &ga,
+        mode,
+        act,
+    );
+    (gh, ggamma, gbeta, gw, gb)
+}

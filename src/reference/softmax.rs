@@ -47,3 +47,17 @@ pub fn argmax_channels(x: &[f64], n: usize, c: usize, s: usize) -> Vec<u32> {
     }
     out
 }
+
+/// `argmax_channels(softmax(x))` on samples `start..start + len`.
+pub fn argmax_softmax(
+    x: &[f64],
+    n: usize,
+    c: usize,
+    s: usize,
+    start: usize,
+    len: usize,
+) -> Vec<u32> {
+    assert!(start + len <= n);
+    let part = &x[start * c * s..(start + len) * c * s];
+    argmax_channels(&softmax(part, len, c, s), len, c, s)
+}

@@ -1,18 +1,22 @@
 //! One SS-Net training iteration, in the reference's order (the order matters: BatchNorm
 //! running statistics move in every train-mode pass):
 //!
-//! 1. `logits, emb = net(x)` (train), `p = softmax(logits)`; argmax of the labelled and the
-//!    unlabelled halves; mask = correctly predicted foreground of the labelled half.
+//! 1. `logits, emb = net(x)` (train); argmax of `softmax(logits)` on the labelled and the
+//!    unlabelled halves (`ops::argmax_softmax`: the reference's argmax of the probabilities,
+//!    ties included, without a probability tensor); mask = correctly predicted foreground
+//!    of the labelled half.
 //! 2. Memory update from `projection_head` (EVAL mode, no gradient) of the masked embedding
 //!    rows, selectors in train mode.
 //! 3. Contrastive losses of `prediction_head(projection_head(rows))` (train mode) for every
 //!    labelled voxel (true labels) and every unlabelled voxel (pseudo labels).
-//! 4. Dice loss of the labelled half (cross-entropy logged only), VAT's LDS on the batch.
+//! 4. Dice loss of the softmax of the labelled half, fused (`ops::softmax_dice`: logits in,
+//!    d loss / d logits out; cross-entropy logged only), VAT's LDS on the batch.
 //! 5. `loss = dice + w · (lds + 0.1 · (cl_l + cl_u))`, backward, SGD (momentum, weight decay;
 //!    a parameter that has never received a gradient is not updated, as PyTorch).
 //!
-//! The losses are read back once, before the SGD update: a non-finite term stops the step
-//! with its name and the iteration, leaving the weights as they were.
+//! The losses are read back once, before the SGD update: a non-finite term, or a label out
+//! of range (counted by the Dice pass), stops the step with its name and the iteration,
+//! leaving the weights as they were.
 
 use super::contrastive::contrastive_loss;
 use super::memory::{gather_labels, MemoryOrder, PrototypeMemory};
@@ -204,14 +208,8 @@ impl Trainer {
 
         // 1. the network on the whole batch
         let (logits, emb) = model.forward(x, Pass::train(seeds(1)))?;
-        let p = ops::softmax(&logits)?;
-        let p_l = ops::narrow_batch(&p, 0, l)?;
-        let (pred_l, pseudo) = no_grad(|| -> Result<(Tensor, Tensor)> {
-            Ok((
-                ops::argmax_channels(&p_l)?,
-                ops::argmax_channels(&ops::narrow_batch(&p, l, b - l)?)?,
-            ))
-        })?;
+        let pred_l = ops::argmax_softmax(&logits, 0, l)?;
+        let pseudo = ops::argmax_softmax(&logits, l, b - l)?;
         let labels_flat = inp.labels.reshape(&[inp.labels.numel()])?;
         let mask = ops::correct_foreground(&pred_l.reshape(&[pred_l.numel()])?, &labels_flat)?;
         let rows_l = ops::to_rows(&ops::narrow_batch(&emb, 0, l)?)?; // [L·S, 16]
@@ -248,10 +246,12 @@ impl Trainer {
         // 4. supervised terms and VAT
         let logits_l = ops::narrow_batch(&logits, 0, l)?;
         let loss_ce = no_grad(|| ops::cross_entropy(&logits_l.detach(), inp.labels))?;
-        let loss_dice = match model.cfg.arch {
-            Arch::VNet => ops::binary_dice_loss(&p_l, inp.labels)?,
-            Arch::UNet => ops::multiclass_dice_loss(&p_l, inp.labels)?,
+        let dice_kind = match model.cfg.arch {
+            Arch::VNet => ops::DiceKind::BinaryForeground,
+            Arch::UNet => ops::DiceKind::MeanClasses,
         };
+        let dice = ops::softmax_dice(&logits_l, inp.labels, dice_kind)?;
+        let loss_dice = dice.loss;
         let drawn;
         let rand_u = match inp.rand_u {
             Some(u) => u,
@@ -283,9 +283,27 @@ impl Trainer {
         let cl = ops::add(&cl_l.loss, &cl_u.loss)?;
         let inner = ops::lincomb(&lds, 1.0, &cl, 0.1)?;
         let loss = ops::lincomb(&loss_dice, 1.0, &inner, w)?;
-        let vals =
-            ops::stack_scalars(&[&loss, &loss_dice, &loss_ce, &lds, &cl_l.loss, &cl_u.loss])?
-                .to_f32()?;
+        let vals = ops::stack_scalars(&[
+            &loss,
+            &loss_dice,
+            &loss_ce,
+            &lds,
+            &cl_l.loss,
+            &cl_u.loss,
+            &dice.invalid_labels,
+        ])?
+        .to_f32()?;
+        if vals[6] != 0.0 {
+            return Err(Error::op(
+                "softmax_dice_loss",
+                format!(
+                    "{} labels out of range for {} classes at iteration {}: stopping before the update",
+                    vals[6],
+                    logits.shape()[1],
+                    self.iter + 1
+                ),
+            ));
+        }
         let names = [
             "loss",
             "loss_dice",
@@ -294,7 +312,7 @@ impl Trainer {
             "loss_cl_l",
             "loss_cl_u",
         ];
-        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = vals[..names.len()].iter().position(|v| !v.is_finite()) {
             return Err(Error::msg(format!(
                 "non-finite {} ({}) at iteration {}: stopping before the update",
                 names[i],

@@ -86,20 +86,32 @@ fn ops__cross_entropy() {
     }));
 }
 
+/// The softmax then the Dice of the probabilities, and the fused softmax + Dice on the logits
+/// (what the training step runs): both against the reference.
 #[test]
 fn ops__binary_dice_softmax() {
-    verdict(golden_ops_support::loss_of_logits("binary_dice_softmax", |fx, l| {
+    let mut r = golden_ops_support::loss_of_logits("binary_dice_softmax", |fx, l| {
         let p = ssnet::ops::softmax(l).unwrap();
         ssnet::ops::binary_dice_loss(&p, &golden_ops_support::labels(fx, "labels")).unwrap()
+    });
+    r.extend(golden_ops_support::loss_of_logits("binary_dice_softmax", |fx, l| {
+        let labels = golden_ops_support::labels(fx, "labels");
+        ssnet::ops::softmax_dice_loss(l, &labels, ssnet::ops::DiceKind::BinaryForeground).unwrap()
     }));
+    verdict(r);
 }
 
 #[test]
 fn ops__multiclass_dice_softmax() {
-    verdict(golden_ops_support::loss_of_logits("multiclass_dice_softmax", |fx, l| {
+    let mut r = golden_ops_support::loss_of_logits("multiclass_dice_softmax", |fx, l| {
         let p = ssnet::ops::softmax(l).unwrap();
         ssnet::ops::multiclass_dice_loss(&p, &golden_ops_support::labels(fx, "labels")).unwrap()
+    });
+    r.extend(golden_ops_support::loss_of_logits("multiclass_dice_softmax", |fx, l| {
+        let labels = golden_ops_support::labels(fx, "labels");
+        ssnet::ops::softmax_dice_loss(l, &labels, ssnet::ops::DiceKind::MeanClasses).unwrap()
     }));
+    verdict(r);
 }
 
 #[test]
