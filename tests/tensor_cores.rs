@@ -27,6 +27,7 @@ fn emu() -> Arc<Gpu> {
             std::env::var("SSNET_DEVICE").ok().as_deref(),
             GpuOptions {
                 matrix_units: MatrixUnits::Emulated,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
@@ -242,6 +243,7 @@ fn tensor_cores_without_matrix_units_fall_back_to_f32() {
         std::env::var("SSNET_DEVICE").ok().as_deref(),
         GpuOptions {
             matrix_units: MatrixUnits::Coop,
+            ..Default::default()
         },
     )
     .unwrap();

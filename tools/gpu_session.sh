@@ -10,12 +10,14 @@
 #   3. ours, tensor cores (f16 cooperative matrices): the same with --tensor-cores on;
 #   4. PyTorch on the same card: tools/bench_torch.py with its defaults (TF32 convolutions)
 #      and with --tf32 off (pure FP32), the ratio tables against both of ours;
-#   5. a short real-data run (ACDC subset, UNet) with each path: the validation Dice.
+#   5. a short real-data run (ACDC subset, UNet) with each path: the validation Dice;
+#   6. ours, f32, submitting every 256 dispatches (SSNET_SUBMIT_EVERY) instead of at the
+#      readbacks: does overlapping the CPU's recording with the GPU pay on this card?
 #
 # Environment: WORK (default gpu_out), STEPS (default "1 2 3 4 5"), SIZE (full; tiny for a
 # dry run on any adapter), ACDC_ITERS (default 300), PYTHON (default python3). Each step is
 # bounded by `timeout` so one hang cannot eat the call. Steps 1-4 fit one 10-minute call
-# (timeouts 560 s in all), step 5 a second one: STEPS="1 2 3 4", then STEPS=5.
+# (timeouts 560 s in all), steps 5 and 6 a second one: STEPS="1 2 3 4", then STEPS="5 6".
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 WORK=${WORK:-gpu_out}
@@ -74,6 +76,10 @@ if has 5; then
             --final-eval false --out "$WORK/acdc_$mode" --overwrite > "$WORK/acdc_$mode.log" 2>&1
         echo "exit $?; validation: $(tail -n 1 "$WORK/acdc_$mode/val.jsonl" 2>/dev/null)"
     done
+fi
+if has 6; then
+    stamp "ours, f32, SSNET_SUBMIT_EVERY=256"
+    SSNET_SUBMIT_EVERY=256 timeout 100 "$SSNET" bench --size "$SIZE" --no-layers --json "$WORK/ours_f32_submit256.json" 2>&1 | tee "$WORK/ours_f32_submit256.log"
 fi
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
     tar czf "$OUT/gpu_results.tgz" -C "$WORK" .

@@ -19,6 +19,8 @@
 //!
 //! Debug knobs (environment):
 //! - `SSNET_SYNC=1`: submit and wait after every dispatch (isolates a faulting kernel).
+//! - `SSNET_SUBMIT_EVERY=N`: submit (without waiting) every N dispatches instead of 8192, so
+//!   the GPU starts on a step while the CPU still records it (a knob to measure on the card).
 //! - `SSNET_NO_POOL=1`: never reuse a freed buffer.
 //! - `SSNET_DEBUG_PIPELINES=1`: print every pipeline key when it is compiled.
 
@@ -70,6 +72,8 @@ impl MatrixUnits {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GpuOptions {
     pub matrix_units: MatrixUnits,
+    /// Submit the pending work every this many dispatches (`None`: 8192).
+    pub submit_every: Option<usize>,
 }
 
 impl GpuOptions {
@@ -80,6 +84,7 @@ impl GpuOptions {
                 Ok(v) => MatrixUnits::parse(&v)?,
                 Err(_) => MatrixUnits::Off,
             },
+            submit_every: submit_every_from_env()?,
         })
     }
 }
@@ -148,6 +153,21 @@ pub struct GpuTiming {
 struct TimingSession {
     sets: Vec<wgpu::QuerySet>,
     used: u32,
+}
+
+/// `SSNET_SUBMIT_EVERY=N`: submit the pending work every N dispatches (default
+/// [`MAX_PENDING_DISPATCHES`]). Smaller values let the GPU start on a step while the CPU is
+/// still recording it, at the cost of more submissions: a knob for measuring on the card.
+fn submit_every_from_env() -> Result<Option<usize>> {
+    match std::env::var("SSNET_SUBMIT_EVERY") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(Error::msg(format!(
+                "SSNET_SUBMIT_EVERY: '{v}' is not a positive number of dispatches"
+            ))),
+        },
+    }
 }
 
 /// One adapter as `ssnet devices` reports it.
@@ -314,6 +334,10 @@ pub struct Gpu {
     pub(crate) pool: Arc<Mutex<BufferPool>>,
     rec: Mutex<Recorder>,
     sync_each: bool,
+    /// Submit the pending encoder (without waiting) after this many dispatches.
+    submit_every: usize,
+    /// Command buffers submitted so far.
+    submissions: std::sync::atomic::AtomicU64,
     /// What the convolution GEMMs multiply on (after the capability probe).
     matrix_units: MatrixUnits,
     /// The numerical check of the matrix-unit path, run on its first use: `Err` disables it.
@@ -415,6 +439,8 @@ impl Gpu {
                 spare_sets: vec![],
             }),
             sync_each: std::env::var("SSNET_SYNC").as_deref() == Ok("1"),
+            submit_every: opts.submit_every.unwrap_or(MAX_PENDING_DISPATCHES).max(1),
+            submissions: std::sync::atomic::AtomicU64::new(0),
             matrix_units,
             matrix_check: Mutex::new(None),
             tuner: Mutex::new(tune::Tuner::default()),
@@ -443,6 +469,12 @@ impl Gpu {
             Some(Err(_)) => MatrixUnits::Off,
             _ => self.matrix_units,
         }
+    }
+
+    /// Command buffers submitted since the device was opened (readbacks, syncs and the
+    /// every-N-dispatches submissions).
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Largest buffer a single storage binding can see.
@@ -668,7 +700,7 @@ impl Gpu {
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         rec.dispatches += 1;
-        let full = rec.dispatches >= MAX_PENDING_DISPATCHES;
+        let full = rec.dispatches >= self.submit_every;
         drop(rec);
         if self.sync_each {
             self.flush()?;
@@ -854,6 +886,8 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let cb = enc.finish();
         self.queue.submit([cb]);
+        self.submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(rec);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu(format!(
