@@ -261,3 +261,70 @@ fn tensor_cores_without_matrix_units_fall_back_to_f32() {
     // Batch 0, channel 0, voxel (1, 1, 1) sees all 3 · 27 inputs: 81 · 0.5.
     assert_eq!(y[(4 + 1) * 4 + 1], 40.5);
 }
+
+/// Autotuning covers the matrix-unit kernels too: with tuning on, the f16 path still matches
+/// the twins, and its forward, input-gradient and weight-gradient shapes are cached under
+/// their own kernel names (never mixed with the f32 kernels' choices).
+#[test]
+fn tuned_f16_path_matches_the_twins_and_caches_its_own_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gpu::with_options(
+        std::env::var("SSNET_DEVICE").ok().as_deref(),
+        GpuOptions {
+            matrix_units: MatrixUnits::Emulated,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(g.has_timestamps(), "tuning needs TIMESTAMP_QUERY");
+    assert!(g.enable_tuning(Some(tmp.path().join("tune.json"))));
+    let (xs, ws) = ([2usize, 5, 7, 6, 5], [20usize, 5, 3, 3, 3]);
+    let x = r::normal(70, numel(&xs));
+    let w: Vec<f64> = r::normal(71, numel(&ws)).iter().map(|v| v * 0.3).collect();
+    let ys = r::conv3d_out_shape(&xs, &ws, 1, 1);
+    let dy = r::normal(72, numel(&ys));
+    let (xt, wt, dyt) = (
+        upload(&g, &x, &xs),
+        upload(&g, &w, &ws),
+        upload(&g, &dy, &ys),
+    );
+    let y = ops::conv3d(&xt, &wt, None, 1, 1).unwrap();
+    let gx = ops::conv3d_bwd_input(&dyt, &wt, &xs, 1, 1).unwrap();
+    let gw = ops::conv3d_bwd_weight(&dyt, &xt, &ws, 1, 1).unwrap();
+    assert_close(
+        "tuned f16 fwd",
+        &down(&y),
+        &r::conv3d(&x, &xs, &w, &ws, None, 1, 1),
+        TOL_F16,
+    );
+    assert_close(
+        "tuned f16 gx",
+        &down(&gx),
+        &r::conv3d_bwd_input(&dy, &w, &ws, &xs, 1, 1),
+        TOL_F16,
+    );
+    assert_close(
+        "tuned f16 gw",
+        &down(&gw),
+        &r::conv3d_bwd_weight(&dy, &x, &xs, &ws, 1, 1),
+        TOL_F16,
+    );
+    let keys: Vec<String> = g.tuned_choices().keys().cloned().collect();
+    let count = |prefix: &str| keys.iter().filter(|k| k.starts_with(prefix)).count();
+    assert_eq!(
+        count("conv_mma_emulated "),
+        2,
+        "forward + input gradient: {keys:?}"
+    );
+    assert_eq!(count("wgrad_mma_emulated "), 1, "weight gradient: {keys:?}");
+    assert_eq!(
+        count("conv_gemm "),
+        0,
+        "the f32 kernels did not run: {keys:?}"
+    );
+    assert_eq!(
+        count("conv_wgrad "),
+        0,
+        "the f32 kernels did not run: {keys:?}"
+    );
+}

@@ -787,13 +787,19 @@ fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
     let g = conv_geom(op, &xs, &ws, 1, 1, false)?;
     let p = fwd_params(op, &g)?;
     let ys = y_shape(&g, false);
+    // The heuristic plans throughout: the check neither tunes nor touches the tuning cache.
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let want = gemm_f32(op, p, &x, &w, Some(&b), &ys)?.to_f32()?;
-    let got = gemm_mma(op, shader, p, &x, &w, Some(&b), &ys)?.to_f32()?;
+    let plan = gemm_mma_heuristic(m, n, k).0;
+    let got = gemm_mma_launch(op, shader, p, plan, &x, &w, Some(&b), &ys)?.to_f32()?;
     mma_agrees("forward", &got, &want)?;
     let gy = Tensor::from_f32(gpu, &rand(numel(&ys)), &ys)?;
-    let want = wgrad_f32(op, &g, &gy, &x, &ws)?.to_f32()?;
-    let got = wgrad_mma(op, shader, &g, &gy, &x, &ws)?.to_f32()?;
-    mma_agrees("weight gradient", &got, &want)
+    let pw = wgrad_params(op, &g)?;
+    let (r, rows, cols) = (pw.m as usize, pw.rows as usize, pw.n as usize);
+    let want = wgrad_launch(op, pw, wgrad_heuristic(r, rows, cols).0, &gy, &x, &ws)?;
+    let plan = wgrad_mma_heuristic(r, rows, cols).0;
+    let got = wgrad_mma_launch(op, shader, pw, plan, &gy, &x, &ws)?;
+    mma_agrees("weight gradient", &got.to_f32()?, &want.to_f32()?)
 }
 
 fn mma_agrees(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
@@ -853,6 +859,76 @@ fn mma_scales(op: &str, shader: Shader, a: &Tensor, b: &Tensor) -> Result<Tensor
     Ok(scales)
 }
 
+/// How a matrix-unit kernel runs: the tile, the number of reduction parts (split-K or
+/// weight-gradient chunks) and the length of each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MmaPlan {
+    tile: MmaTile,
+    parts: usize,
+    chunk: usize,
+}
+
+/// The name a tuned matrix-unit plan is cached under (tile rows and columns, K step 32).
+fn mma_choice(t: MmaTile, parts: usize) -> TileChoice {
+    let (bm, bn) = mma_tile_dims(t);
+    TileChoice {
+        bm: bm as u32,
+        bn: bn as u32,
+        bk: MMA_K as u32,
+        g: 1,
+        splits: parts as u32,
+    }
+}
+
+/// The shape heuristic's `conv_mma` plan and the splits it requested.
+fn gemm_mma_heuristic(m: usize, n: usize, k: usize) -> (MmaPlan, usize) {
+    let tile = pick_mma_tile(n);
+    let (tbm, tbn) = mma_tile_dims(tile);
+    let tiles = m.div_ceil(tbm) * n.div_ceil(tbn);
+    let (parts, chunk) = gemm_splits(tiles, k, MMA_K);
+    let plan = MmaPlan { tile, parts, chunk };
+    (plan, gemm_split_request(tiles, k, MMA_K))
+}
+
+/// Tuning candidates of a `conv_mma` (the heuristic's first): every tile with the heuristic's
+/// splits for it, their half and double, and no split (the rules of [`gemm_candidates`]).
+fn gemm_mma_candidates(
+    m: usize,
+    n: usize,
+    k: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Vec<(MmaPlan, TileChoice)> {
+    let mut out = vec![];
+    let (heur, hs) = gemm_mma_heuristic(m, n, k);
+    push_candidate(&mut out, heur, mma_choice(heur.tile, hs));
+    for &tile in MMA_TILES {
+        let (tbm, tbn) = mma_tile_dims(tile);
+        let tiles = m.div_ceil(tbm) * n.div_ceil(tbn);
+        let h = gemm_split_request(tiles, k, MMA_K);
+        for s in [h, 1, h / 2, 2 * h] {
+            if s == 0
+                || s > (k / MMA_K).max(1)
+                || (s > 1 && s * m * n > TUNE_MAX_PARTIAL)
+                || !fits(tiles * s)
+            {
+                continue;
+            }
+            let (parts, chunk) = split_reduction(k, s, MMA_K);
+            let plan = MmaPlan { tile, parts, chunk };
+            push_candidate(&mut out, plan, mma_choice(tile, s));
+        }
+    }
+    out
+}
+
+/// The tuning-cache name of a matrix-unit back-end's kernel.
+fn mma_kernel_name(shader: Shader, kernel: &str) -> String {
+    match shader {
+        Shader::ConvMmaEmulated => format!("{kernel}_emulated"),
+        _ => kernel.to_string(),
+    }
+}
+
 /// [`gemm_f32`] on f16 tiles through the matrix-unit module `shader` (f32 accumulation,
 /// power-of-two operand scaling, the same split-K and output layout).
 fn gemm_mma(
@@ -866,12 +942,42 @@ fn gemm_mma(
 ) -> Result<Tensor> {
     let gpu = src.gpu().clone();
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let plan = if gpu.tuning_enabled() {
+        p.has_bias = b.is_some() as u32;
+        let cands = gemm_mma_candidates(m, n, k, |t| grid(&gpu, op, t as u64).is_ok());
+        let key = gemm_key(&p).replacen("conv_gemm", &mma_kernel_name(shader, "conv_mma"), 1);
+        tuned_plan(&gpu, key, &cands, |plan| {
+            gemm_mma_launch(op, shader, p, plan, src, w, b, out_shape).map(drop)
+        })?
+    } else {
+        gemm_mma_heuristic(m, n, k).0
+    };
+    gemm_mma_launch(op, shader, p, plan, src, w, b, out_shape)
+}
+
+/// One `conv_mma` (operand scales, the product, the sum of its split partials) with `plan`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_mma_launch(
+    op: &str,
+    shader: Shader,
+    mut p: ConvParams,
+    plan: MmaPlan,
+    src: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = src.gpu().clone();
+    let (m, n) = (p.m as usize, p.n as usize);
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
-    let tile = pick_mma_tile(n);
+    let MmaPlan {
+        tile,
+        parts: splits,
+        chunk,
+    } = plan;
     let (tbm, tbn) = mma_tile_dims(tile);
     let tiles_n = n.div_ceil(tbn);
     let tiles = m.div_ceil(tbm) * tiles_n;
-    let (splits, chunk) = gemm_splits(tiles, k, MMA_K);
     let total = tiles * splits;
     p.has_bias = b.is_some() as u32;
     p.tiles_n = u(op, tiles_n)?;
@@ -1082,6 +1188,32 @@ fn bwd_weight_raw(
     wgrad_f32(op, g, gy, x, w_shape)
 }
 
+/// The tuning cache key of a weight-gradient kernel: its name and the whole geometry.
+fn wgrad_key(kernel: &str, p: &ConvParams) -> String {
+    format!(
+        "{kernel} r{} rows{} cols{} src{}x{}x{}x{} grid{}x{}x{} ker{}x{}x{} st{}x{}x{} pad{}x{}x{}",
+        p.m,
+        p.rows,
+        p.n,
+        p.sc,
+        p.sx,
+        p.sy,
+        p.sz,
+        p.mx,
+        p.my,
+        p.mz,
+        p.kx,
+        p.ky,
+        p.kz,
+        p.stx,
+        p.sty,
+        p.stz,
+        p.pdx,
+        p.pdy,
+        p.pdz
+    )
+}
+
 /// The geometry of a weight-gradient GEMM (tiles and chunks filled in by the caller).
 fn wgrad_params(op: &str, g: &Geom) -> Result<ConvParams> {
     let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
@@ -1125,13 +1257,83 @@ fn wgrad_mma(
 ) -> Result<Tensor> {
     let gpu = gy.gpu().clone();
     let (r, rows, cols) = (g.n * vol(g.o), g.co, g.ci * g.kv());
+    let p = wgrad_params(op, g)?;
+    let plan = if gpu.tuning_enabled() {
+        let cands = wgrad_mma_candidates(r, rows, cols, |t| grid(&gpu, op, t as u64).is_ok());
+        let key = wgrad_key(&mma_kernel_name(shader, "wgrad_mma"), &p);
+        tuned_plan(&gpu, key, &cands, |plan| {
+            wgrad_mma_launch(op, shader, p, plan, gy, x, w_shape).map(drop)
+        })?
+    } else {
+        wgrad_mma_heuristic(r, rows, cols).0
+    };
+    wgrad_mma_launch(op, shader, p, plan, gy, x, w_shape)
+}
+
+/// The shape heuristic's `wgrad_mma` plan and the chunks it requested.
+fn wgrad_mma_heuristic(r: usize, rows: usize, cols: usize) -> (MmaPlan, usize) {
     let tile = pick_wgrad_mma_tile(rows, cols);
+    let (tbm, tbn) = mma_tile_dims(tile);
+    let tiles = rows.div_ceil(tbm) * cols.div_ceil(tbn);
+    let (parts, chunk) = wgrad_chunks(r, tiles, rows * cols, MMA_K);
+    let plan = MmaPlan { tile, parts, chunk };
+    (plan, wgrad_chunk_request(r, tiles, rows * cols))
+}
+
+/// Tuning candidates of a `wgrad_mma` (the heuristic's first): every tile with the
+/// heuristic's chunks for it, their half and double (the rules of [`wgrad_candidates`]).
+fn wgrad_mma_candidates(
+    r: usize,
+    rows: usize,
+    cols: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Vec<(MmaPlan, TileChoice)> {
+    let mut out = vec![];
+    let (heur, hs) = wgrad_mma_heuristic(r, rows, cols);
+    push_candidate(&mut out, heur, mma_choice(heur.tile, hs));
+    let outputs = rows * cols;
+    for &tile in WGRAD_MMA_TILES {
+        let (tbm, tbn) = mma_tile_dims(tile);
+        let tiles = rows.div_ceil(tbm) * cols.div_ceil(tbn);
+        let h = wgrad_chunk_request(r, tiles, outputs);
+        for s in [h, h / 2, 2 * h] {
+            if s == 0
+                || s > (r / MMA_K).max(1)
+                || (s > 1 && s * outputs > WGRAD_MAX_PARTIAL)
+                || !fits(tiles * s)
+            {
+                continue;
+            }
+            let (parts, chunk) = split_reduction(r, s, MMA_K);
+            let plan = MmaPlan { tile, parts, chunk };
+            push_candidate(&mut out, plan, mma_choice(tile, s));
+        }
+    }
+    out
+}
+
+/// One `wgrad_mma` (operand scales, the product, the sum of its chunk partials) with `plan`.
+#[allow(clippy::too_many_arguments)]
+fn wgrad_mma_launch(
+    op: &str,
+    shader: Shader,
+    mut p: ConvParams,
+    plan: MmaPlan,
+    gy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+) -> Result<Tensor> {
+    let gpu = gy.gpu().clone();
+    let (rows, cols) = (p.rows as usize, p.n as usize);
+    let MmaPlan {
+        tile,
+        parts: nchunks,
+        chunk,
+    } = plan;
     let (tbm, tbn) = mma_tile_dims(tile);
     let tiles_r = rows.div_ceil(tbm);
     let tiles_n = cols.div_ceil(tbn);
-    let (nchunks, chunk) = wgrad_chunks(r, tiles_r * tiles_n, rows * cols, MMA_K);
     let total = tiles_r * tiles_n * nchunks;
-    let mut p = wgrad_params(op, g)?;
     p.tiles_n = u(op, tiles_n)?;
     p.tiles_r = u(op, tiles_r)?;
     p.tiles_total = u(op, total)?;
@@ -1158,11 +1360,7 @@ fn wgrad_f32(op: &str, g: &Geom, gy: &Tensor, x: &Tensor, w_shape: &[usize]) -> 
     let p = wgrad_params(op, g)?;
     let plan = if gpu.tuning_enabled() {
         let cands = wgrad_candidates(r, rows, cols, |t| grid(&gpu, op, t as u64).is_ok());
-        let key = format!(
-            "conv_wgrad r{r} rows{rows} cols{cols} src{}x{}x{}x{} grid{}x{}x{} ker{}x{}x{} st{}x{}x{} pad{}x{}x{}",
-            p.sc, p.sx, p.sy, p.sz, p.mx, p.my, p.mz, p.kx, p.ky, p.kz, p.stx, p.sty, p.stz,
-            p.pdx, p.pdy, p.pdz
-        );
+        let key = wgrad_key("conv_wgrad", &p);
         tuned_plan(&gpu, key, &cands, |plan| {
             wgrad_launch(op, p, plan, gy, x, w_shape).map(drop)
         })?
