@@ -35,8 +35,9 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
 fi
-if ! "$SSNET" devices 2>/dev/null | grep -qi nvidia; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$icd" ] && ! "$SSNET" devices 2>/dev/null | grep -qi nvidia; then
+    export VK_DRIVER_FILES=$icd
 fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 export SSNET_TUNE_FILE=$WORK/tune.json
