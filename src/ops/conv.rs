@@ -497,24 +497,54 @@ fn gemm_candidates(
         let bk = tile.2 as usize;
         let tiles = m.div_ceil(tile.0 as usize) * n.div_ceil(tile.1 as usize);
         let h = gemm_split_request(tiles, k, bk);
-        for s in [h, 1, h / 2, 2 * h] {
-            if s == 0
-                || s > (k / bk).max(1)
-                || (s > 1 && s * m * n > TUNE_MAX_PARTIAL)
-                || !fits(tiles * s)
-            {
-                continue;
-            }
-            let (splits, chunk) = split_reduction(k, s, bk);
-            let plan = GemmPlan {
+        push_split_variants(
+            &mut out,
+            &[h, 1, h / 2, 2 * h],
+            k,
+            bk,
+            m * n,
+            TUNE_MAX_PARTIAL,
+            tiles,
+            &fits,
+            |splits, chunk| GemmPlan {
                 tile,
                 splits,
                 chunk,
-            };
-            push_candidate(&mut out, plan, name(tile, s));
-        }
+            },
+            |s| name(tile, s),
+        );
     }
     out
+}
+
+/// The split variants of one tile for a tuning candidate list: each requested split count
+/// `s` of `variants` that is positive, keeps at least one stage of `step` per part of the
+/// reduction of `len`, keeps split partials (`s` × `outputs` floats) under `max_partial`,
+/// and whose grid (`tiles` × `s` workgroups) `fits`, as `make(parts, chunk)` named `name(s)`.
+#[allow(clippy::too_many_arguments)]
+fn push_split_variants<P: PartialEq>(
+    out: &mut Vec<(P, TileChoice)>,
+    variants: &[usize],
+    len: usize,
+    step: usize,
+    outputs: usize,
+    max_partial: usize,
+    tiles: usize,
+    fits: &impl Fn(usize) -> bool,
+    make: impl Fn(usize, usize) -> P,
+    name: impl Fn(usize) -> TileChoice,
+) {
+    for &s in variants {
+        if s == 0
+            || s > (len / step).max(1)
+            || (s > 1 && s * outputs > max_partial)
+            || !fits(tiles * s)
+        {
+            continue;
+        }
+        let (parts, chunk) = split_reduction(len, s, step);
+        push_candidate(out, make(parts, chunk), name(s));
+    }
 }
 
 /// The plan a cached choice names, when it is one of this shape's candidates.
@@ -905,18 +935,18 @@ fn gemm_mma_candidates(
         let (tbm, tbn) = mma_tile_dims(tile);
         let tiles = m.div_ceil(tbm) * n.div_ceil(tbn);
         let h = gemm_split_request(tiles, k, MMA_K);
-        for s in [h, 1, h / 2, 2 * h] {
-            if s == 0
-                || s > (k / MMA_K).max(1)
-                || (s > 1 && s * m * n > TUNE_MAX_PARTIAL)
-                || !fits(tiles * s)
-            {
-                continue;
-            }
-            let (parts, chunk) = split_reduction(k, s, MMA_K);
-            let plan = MmaPlan { tile, parts, chunk };
-            push_candidate(&mut out, plan, mma_choice(tile, s));
-        }
+        push_split_variants(
+            &mut out,
+            &[h, 1, h / 2, 2 * h],
+            k,
+            MMA_K,
+            m * n,
+            TUNE_MAX_PARTIAL,
+            tiles,
+            &fits,
+            |parts, chunk| MmaPlan { tile, parts, chunk },
+            |s| mma_choice(tile, s),
+        );
     }
     out
 }
@@ -1152,22 +1182,22 @@ fn wgrad_candidates(
         let stage = (tile.2 * tile.3) as usize;
         let tiles = rows.div_ceil(tile.0 as usize) * cols.div_ceil(tile.1 as usize);
         let h = wgrad_chunk_request(r, tiles, outputs);
-        for s in [h, h / 2, 2 * h] {
-            if s == 0
-                || s > (r / stage).max(1)
-                || (s > 1 && s * outputs > WGRAD_MAX_PARTIAL)
-                || !fits(tiles * s)
-            {
-                continue;
-            }
-            let (nchunks, chunk) = split_reduction(r, s, stage);
-            let plan = WgradPlan {
+        push_split_variants(
+            &mut out,
+            &[h, h / 2, 2 * h],
+            r,
+            stage,
+            outputs,
+            WGRAD_MAX_PARTIAL,
+            tiles,
+            &fits,
+            |nchunks, chunk| WgradPlan {
                 tile,
                 nchunks,
                 chunk,
-            };
-            push_candidate(&mut out, plan, name(tile, s));
-        }
+            },
+            |s| name(tile, s),
+        );
     }
     out
 }
@@ -1296,18 +1326,18 @@ fn wgrad_mma_candidates(
         let (tbm, tbn) = mma_tile_dims(tile);
         let tiles = rows.div_ceil(tbm) * cols.div_ceil(tbn);
         let h = wgrad_chunk_request(r, tiles, outputs);
-        for s in [h, h / 2, 2 * h] {
-            if s == 0
-                || s > (r / MMA_K).max(1)
-                || (s > 1 && s * outputs > WGRAD_MAX_PARTIAL)
-                || !fits(tiles * s)
-            {
-                continue;
-            }
-            let (parts, chunk) = split_reduction(r, s, MMA_K);
-            let plan = MmaPlan { tile, parts, chunk };
-            push_candidate(&mut out, plan, mma_choice(tile, s));
-        }
+        push_split_variants(
+            &mut out,
+            &[h, h / 2, 2 * h],
+            r,
+            MMA_K,
+            outputs,
+            WGRAD_MAX_PARTIAL,
+            tiles,
+            &fits,
+            |parts, chunk| MmaPlan { tile, parts, chunk },
+            |s| mma_choice(tile, s),
+        );
     }
     out
 }
