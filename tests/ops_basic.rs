@@ -317,3 +317,37 @@ fn oversized_tensor_is_refused_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// Submitting the pending work after every dispatch (`SSNET_SUBMIT_EVERY=1`) changes when the
+/// GPU starts, never what it computes: the same bits as one submission at the readback.
+#[test]
+fn submitting_every_dispatch_gives_the_same_bits() {
+    use ssnet::gpu::{Gpu, GpuOptions};
+    let eager = Gpu::with_options(
+        std::env::var("SSNET_DEVICE").ok().as_deref(),
+        GpuOptions {
+            submit_every: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let run = |g: &std::sync::Arc<ssnet::gpu::Gpu>| {
+        let x = ops::uniform(g, &[2, 3, 9, 7, 5], 7).unwrap();
+        let w = ops::uniform(g, &[6, 3, 3, 3, 3], 8).unwrap();
+        let y = ops::conv3d(&x, &w, None, 1, 1).unwrap();
+        let s = ops::softmax(&y).unwrap();
+        let t = ops::sum_all(&ops::mul(&s, &y).unwrap()).unwrap();
+        let mut v = s.to_f32().unwrap();
+        v.extend(t.to_f32().unwrap());
+        v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let before = eager.submissions();
+    let a = run(&eager);
+    let eager_subs = eager.submissions() - before;
+    assert_eq!(a, run(&gpu()));
+    // The chain is over a dozen dispatches and two readbacks: far more than two submissions.
+    assert!(
+        eager_subs > 5,
+        "SSNET_SUBMIT_EVERY=1 should submit after every dispatch: {eager_subs} submissions"
+    );
+}
