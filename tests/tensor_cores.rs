@@ -14,7 +14,6 @@ use common::*;
 use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits};
 use ssnet::ops;
 use ssnet::reference as r;
-use ssnet::tensor::Tensor;
 use std::sync::{Arc, OnceLock};
 
 const TOL_F16: f64 = 2e-3;
@@ -40,9 +39,7 @@ fn numel(s: &[usize]) -> usize {
 }
 
 fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| y * y).sum();
-    (num / den).sqrt()
+    ssnet::golden::errors(&r::to_f32(a), &r::to_f32(b)).rel_l2
 }
 
 /// Forward (with bias), input and weight gradients of one conv on the f16 path against the
@@ -247,19 +244,31 @@ fn tensor_cores_without_matrix_units_fall_back_to_f32() {
         },
     )
     .unwrap();
-    let has = g
-        .features
-        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
-    if has {
-        assert_eq!(g.matrix_units(), MatrixUnits::Coop);
+    let (xs, ws) = ([2usize, 6, 5, 6, 4], [9usize, 6, 3, 3, 3]);
+    let (x, w) = (r::normal(80, numel(&xs)), r::normal(81, numel(&ws)));
+    let y = |g: &Arc<Gpu>| {
+        let t = ops::conv3d(&upload(g, &x, &xs), &upload(g, &w, &ws), None, 1, 1).unwrap();
+        t.to_f32().unwrap()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    if g.features
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        // An adapter with matrix units: the path is on and within the f16 bound of f32.
+        let got = y(&g);
+        assert_eq!(
+            g.matrix_units(),
+            MatrixUnits::Coop,
+            "first-use check failed"
+        );
+        let want = y(&gpu());
+        let e = ssnet::golden::errors(&got, &want).rel_l2;
+        assert!(e <= TOL_F16, "tensor cores vs f32: {e:e}");
     } else {
+        // The fallback is the f32 path itself: the same bits as a device opened without asking.
         assert_eq!(g.matrix_units(), MatrixUnits::Off);
+        assert_eq!(bits(&y(&g)), bits(&y(&gpu())));
     }
-    let x = Tensor::from_f32(&g, &[1.0; 2 * 3 * 4 * 4 * 4], &[2, 3, 4, 4, 4]).unwrap();
-    let w = Tensor::from_f32(&g, &[0.5; 8 * 3 * 27], &[8, 3, 3, 3, 3]).unwrap();
-    let y = ops::conv3d(&x, &w, None, 1, 1).unwrap().to_f32().unwrap();
-    // Batch 0, channel 0, voxel (1, 1, 1) sees all 3 · 27 inputs: 81 · 0.5.
-    assert_eq!(y[(4 + 1) * 4 + 1], 40.5);
 }
 
 /// Autotuning covers the matrix-unit kernels too: with tuning on, the f16 path still matches

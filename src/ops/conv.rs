@@ -631,19 +631,6 @@ fn gemm_run(
     gemm_launch(op, p, plan, src, w, b, out_shape)
 }
 
-/// The f32 `conv_gemm` with the heuristic plan (the reference of the matrix-unit check).
-fn gemm_f32(
-    op: &str,
-    p: ConvParams,
-    src: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    out_shape: &[usize],
-) -> Result<Tensor> {
-    let plan = gemm_heuristic(p.m as usize, p.n as usize, p.k as usize).0;
-    gemm_launch(op, p, plan, src, w, b, out_shape)
-}
-
 /// One `conv_gemm` (and the sum of its split partials) with the plan `plan`.
 fn gemm_launch(
     op: &str,
@@ -799,31 +786,22 @@ const MMA_CHECK_TOL: f64 = 1e-2;
 /// GEMM, and compares them.
 fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
     let op = "tensor-core check";
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut rand = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    };
+    let rand = |seed: u64, n: usize| crate::reference::to_f32(&crate::reference::normal(seed, n));
     let (xs, ws) = ([2, 5, 9, 7, 6], [24, 5, 3, 3, 3]);
-    let x = Tensor::from_f32(gpu, &rand(numel(&xs)), &xs)?;
-    let w = Tensor::from_f32(gpu, &rand(numel(&ws)), &ws)?;
-    let b = Tensor::from_f32(gpu, &rand(24), &[24])?;
+    let x = Tensor::from_f32(gpu, &rand(1, numel(&xs)), &xs)?;
+    let w = Tensor::from_f32(gpu, &rand(2, numel(&ws)), &ws)?;
+    let b = Tensor::from_f32(gpu, &rand(3, 24), &[24])?;
     let g = conv_geom(op, &xs, &ws, 1, 1, false)?;
     let p = fwd_params(op, &g)?;
     let ys = y_shape(&g, false);
     // The heuristic plans throughout: the check neither tunes nor touches the tuning cache.
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let want = gemm_f32(op, p, &x, &w, Some(&b), &ys)?.to_f32()?;
+    let plan = gemm_heuristic(m, n, k).0;
+    let want = gemm_launch(op, p, plan, &x, &w, Some(&b), &ys)?.to_f32()?;
     let plan = gemm_mma_heuristic(m, n, k).0;
     let got = gemm_mma_launch(op, shader, p, plan, &x, &w, Some(&b), &ys)?.to_f32()?;
     mma_agrees("forward", &got, &want)?;
-    let gy = Tensor::from_f32(gpu, &rand(numel(&ys)), &ys)?;
+    let gy = Tensor::from_f32(gpu, &rand(4, numel(&ys)), &ys)?;
     let pw = wgrad_params(op, &g)?;
     let (r, rows, cols) = (pw.m as usize, pw.rows as usize, pw.n as usize);
     let want = wgrad_launch(op, pw, wgrad_heuristic(r, rows, cols).0, &gy, &x, &ws)?;
@@ -833,12 +811,7 @@ fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
 }
 
 fn mma_agrees(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (a, e) in got.iter().zip(want) {
-        num += (*a as f64 - *e as f64).powi(2);
-        den += (*e as f64).powi(2);
-    }
-    let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+    let rel = crate::golden::errors(got, want).rel_l2;
     if !rel.is_finite() || rel > MMA_CHECK_TOL {
         return Err(Error::op(
             "tensor-core check",
@@ -959,7 +932,7 @@ fn mma_kernel_name(shader: Shader, kernel: &str) -> String {
     }
 }
 
-/// [`gemm_f32`] on f16 tiles through the matrix-unit module `shader` (f32 accumulation,
+/// The f32 `conv_gemm` of [`gemm_run`] on f16 tiles through the matrix-unit module `shader` (f32 accumulation,
 /// power-of-two operand scaling, the same split-K and output layout).
 fn gemm_mma(
     op: &str,
