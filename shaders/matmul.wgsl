@@ -7,8 +7,9 @@
 // Z splits K into chunks of `kc` (split-K; the caller sums the Z partials in a fixed order).
 // Every C element is written by exactly one invocation: deterministic.
 //
-// matmul_fused: the same tiles with a prologue and an epilogue, selected by override
-// constants (the driver compiles each combination without the others' branches):
+// matmul_fused (the only entry point: with PRO = BIAS = 0 it is the plain product) adds a
+// prologue and an epilogue, selected by override constants (the driver compiles each
+// combination without the others' branches):
 //   PRO = 1: A(m, k) is read as act(gamma_k (A(m, k) - mean_k) invstd_k + beta_k), BatchNorm
 //            (+ activation) over the K columns of A: a Linear after BatchNorm1d, whose
 //            normalised input never reaches memory;
@@ -33,9 +34,6 @@ struct MmParams {
 }
 
 @group(0) @binding(0) var<uniform> p: MmParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -43,68 +41,6 @@ const TK: u32 = 16u;
 
 var<workgroup> as_: array<array<f32, 64>, 16>; // [k][m]
 var<workgroup> bs_: array<array<f32, 64>, 16>; // [k][n]
-
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m0 = wid.y * TM;
-    let n0 = wid.x * TN;
-    let z = wid.z;
-    let k_begin = z * p.kc;
-    let k_end = min(p.k, k_begin + p.kc);
-    let t = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            acc[i][j] = 0.0;
-        }
-    }
-    for (var k0 = k_begin; k0 < k_end; k0 = k0 + TK) {
-        // 256 threads load 16×64 of A and of B: 4 values each.
-        for (var l = 0u; l < 4u; l = l + 1u) {
-            let e = t + l * 256u;       // 0..1023
-            let kk = e / 64u;
-            let mm = e % 64u;
-            let gk = k0 + kk;
-            let gm = m0 + mm;
-            var va = 0.0;
-            if (gk < k_end && gm < p.m) {
-                va = a[gm * p.sam + gk * p.sak];
-            }
-            as_[kk][mm] = va;
-            let gn = n0 + mm;
-            var vb = 0.0;
-            if (gk < k_end && gn < p.n) {
-                vb = b[gk * p.sbk + gn * p.sbn];
-            }
-            bs_[kk][mm] = vb;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk = kk + 1u) {
-            var ra: array<f32, 4>;
-            var rb: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                ra[i] = as_[kk][lid.y + 16u * i];
-                rb[i] = bs_[kk][lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i][j] = acc[i][j] + ra[i] * rb[j];
-                }
-            }
-        }
-        workgroupBarrier();
-    }
-    let zoff = z * p.m * p.n;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let gm = m0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let gn = n0 + lid.x + 16u * j;
-            if (gm < p.m && gn < p.n) {
-                c[zoff + gm * p.n + gn] = acc[i][j];
-            }
-        }
-    }
-}
 
 override PRO: u32 = 0u;
 override BIAS: u32 = 0u;

@@ -167,43 +167,33 @@ pub(crate) fn gemm_fused(
         Tensor::empty(&gpu, &[z, m, n], DType::F32, op)?
     };
     let bias_here = fuse.bias.filter(|_| z == 1);
-    if fuse.bn.is_none() && bias_here.is_none() {
-        gpu.dispatch(
-            Shader::Matmul,
-            "matmul",
-            &p,
-            &[a.buffer(), b.buffer(), out.buffer()],
-            groups,
-        )?;
-    } else {
-        // Unused slots are bound to a read-only operand (the entry point declares them all).
-        let spare = b.buffer();
-        let pro = match fuse.bn {
-            None => 0.0,
-            Some((Operand::A, _)) => 1.0,
-            Some((Operand::B, _)) => 2.0,
-        };
-        let bn = fuse.bn.map(|(_, bn)| bn);
-        gpu.dispatch_with(
-            Shader::Matmul,
-            "matmul_fused",
-            &[
-                ("PRO", pro),
-                ("BIAS", if bias_here.is_some() { 1.0 } else { 0.0 }),
-            ],
-            &p,
-            &[
-                a.buffer(),
-                b.buffer(),
-                out.buffer(),
-                bn.map_or(spare, |x| x.stats.buffer()),
-                bn.map_or(spare, |x| x.gamma.buffer()),
-                bn.map_or(spare, |x| x.beta.buffer()),
-                bias_here.map_or(spare, |x| x.buffer()),
-            ],
-            groups,
-        )?;
-    }
+    // Unused slots are bound to a read-only operand (the entry point declares them all).
+    let spare = b.buffer();
+    let pro = match fuse.bn {
+        None => 0.0,
+        Some((Operand::A, _)) => 1.0,
+        Some((Operand::B, _)) => 2.0,
+    };
+    let bn = fuse.bn.map(|(_, bn)| bn);
+    gpu.dispatch_with(
+        Shader::Matmul,
+        "matmul_fused",
+        &[
+            ("PRO", pro),
+            ("BIAS", if bias_here.is_some() { 1.0 } else { 0.0 }),
+        ],
+        &p,
+        &[
+            a.buffer(),
+            b.buffer(),
+            out.buffer(),
+            bn.map_or(spare, |x| x.stats.buffer()),
+            bn.map_or(spare, |x| x.gamma.buffer()),
+            bn.map_or(spare, |x| x.beta.buffer()),
+            bias_here.map_or(spare, |x| x.buffer()),
+        ],
+        groups,
+    )?;
     if z == 1 {
         return Ok(out);
     }
