@@ -199,8 +199,9 @@ fn coef(c: u32) -> Coef {
 @group(0) @binding(1) var<storage, read> lf_stats: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lf_out: array<f32>;
 
-@compute @workgroup_size(1)
-fn dice_loss_fwd() {
+// The Dice loss of the per-class statistics [C][intersection, Σp, Σt] in lf_stats (the
+// binary kind reads class 1), as p.mode asks: 0 binary, 1 whole, 2 mean over classes.
+fn dice_loss_of_stats() -> f32 {
     var loss = 0.0;
     if (p.mode == 0u) {
         loss = 1.0 - (2.0 * lf_stats[3] + p.eps) / (lf_stats[4] + lf_stats[5] + p.eps);
@@ -218,7 +219,12 @@ fn dice_loss_fwd() {
         }
         loss = loss / f32(p.c);
     }
-    lf_out[0] = loss;
+    return loss;
+}
+
+@compute @workgroup_size(1)
+fn dice_loss_fwd() {
+    lf_out[0] = dice_loss_of_stats();
 }
 
 @group(0) @binding(1) var<storage, read> db_p: array<f32>;
@@ -338,31 +344,14 @@ fn sdice_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-@group(0) @binding(1) var<storage, read> sf_stats: array<f32>;
-@group(0) @binding(2) var<storage, read_write> sf_loss: array<f32>;
+// sdice_loss_fwd: the statistics in lf_stats (binding 1) with the out-of-range label count
+// after them, the loss in lf_out (binding 2; NaN when a label was out of range).
 @group(0) @binding(3) var<storage, read_write> sf_bad: array<f32>;
 
 @compute @workgroup_size(1)
 fn sdice_loss_fwd() {
-    var loss = 0.0;
-    if (p.mode == 0u) {
-        loss = 1.0 - (2.0 * sf_stats[3] + p.eps) / (sf_stats[4] + sf_stats[5] + p.eps);
-    } else if (p.mode == 1u) {
-        var si = 0.0; var sp = 0.0; var st = 0.0;
-        for (var k = 0u; k < p.c; k = k + 1u) {
-            si = si + sf_stats[k * 3u];
-            sp = sp + sf_stats[k * 3u + 1u];
-            st = st + sf_stats[k * 3u + 2u];
-        }
-        loss = 1.0 - (2.0 * si + p.eps) / (sp + st + p.eps);
-    } else {
-        for (var k = 0u; k < p.c; k = k + 1u) {
-            loss = loss + 1.0 - (2.0 * sf_stats[k * 3u] + p.eps) / (sf_stats[k * 3u + 1u] + sf_stats[k * 3u + 2u] + p.eps);
-        }
-        loss = loss / f32(p.c);
-    }
-    let bad = sf_stats[3u * p.c];
-    sf_loss[0] = select(loss, bitcast<f32>(0x7fc00000u), bad > 0.0);
+    let bad = lf_stats[3u * p.c];
+    lf_out[0] = select(dice_loss_of_stats(), bitcast<f32>(0x7fc00000u), bad > 0.0);
     sf_bad[0] = bad;
 }
 
