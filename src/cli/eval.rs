@@ -27,6 +27,10 @@
 //! `--largest-cc` first keeps the largest 26-connected component of each predicted class
 //! (SS-Net's LA post-processing). Labels 1, 2, 3 are named RV, Myo, LV (ACDC).
 //!
+//! **Geometry.** A prediction (or, with `--checkpoint`, a label map) whose affine disagrees
+//! with its image's / ground truth's gets a warning: the metrics compare voxel grids.
+//! Neither the CSV nor `--save-pred` may write over an input ([`crate::cli::outputs`]).
+//!
 //! **Output.** A per-case table on stdout, then the mean and the standard deviation over
 //! cases (population, numpy's default `ddof=0`) per class and, with several classes, of the
 //! per-case mean over classes ("all", how SS-Net reports ACDC). NaN values are left out of the

@@ -17,6 +17,11 @@
 //! layout). The case name is the file name without its extension (`<ID>` for
 //! `<ID>/mri_norm2.h5`).
 //!
+//! No output may be one of the inputs ([`crate::cli::outputs`]): `--output` on the scans' own
+//! folder is refused before anything is written when a name would collide. `--patch` and
+//! `--batch` are checked against the adapter's largest buffer and the free host memory; a
+//! checkpoint with non-finite weights is refused, non-finite probabilities stop the run.
+//!
 //! Outputs in `--output`: `<case>.nii.gz`, a uint8 label map with the input's header (dims,
 //! spacing, sform/qform: it opens aligned with the input). An `.h5` input carries no geometry:
 //! its label map gets NIfTI dims `[X, Y, Z]` (voxel `(i, j, k)` = `image[i, j, k]`), an

@@ -12,7 +12,13 @@
 //! the config has a flag (`batch_size` ↔ `--batch-size`). `--resume DIR` continues the run
 //! whose `last.safetensors` is in DIR (or is the given file) with the configuration stored in
 //! it; flags still override it (e.g. `--max-iterations` to train longer), except those the
-//! sampler state depends on.
+//! sampler state depends on. It writes into DIR (the checkpoint's folder), never into a
+//! folder stored elsewhere. `--dataset` without a preset selects that dataset's preset; a
+//! preset of the other dataset is refused.
+//!
+//! Nothing is written before the run is checked: no planned output may be one of the inputs
+//! (the `--config` file, the dataset's files; [`crate::cli::outputs`]), then every volume is
+//! read (see `train::run`).
 //!
 //! A fresh run refuses a folder that already holds `last.safetensors` unless `--overwrite`;
 //! when `--out` is not given (neither flag nor config key) the default `runs/<preset>` gets a

@@ -14,8 +14,19 @@
 //! class with no row in a batch keeps its entry across iterations), and the metadata
 //! `ssnet.train.config` (the configuration, TOML) and `ssnet.train.state` (JSON: iteration,
 //! learning rate, best Dice, sampler and RNG states). `best.safetensors`: the weights with
-//! the best validation Dice so far (strictly better, from 0, as the reference). Both written
-//! atomically (temporary file + rename).
+//! the best validation Dice so far (strictly better, from 0, as the reference; LA compares
+//! with the best rounded to 4 decimals, as `train_ss_3d.py`). Both written atomically
+//! (temporary file + rename; stale temporary files of a killed write are removed at the next
+//! start), only with finite, non-diverged weights.
+//!
+//! A checkpoint's bytes depend only on the run's settings and seed: the configuration is
+//! stored without its folders ([`LOCATION_KEYS`]), the metadata in a fixed order, and the
+//! volatile facts (elapsed time, folder, host, date) go to a sidecar `last.json` /
+//! `best.json` beside it. `--resume DIR` writes into DIR, never into a stored path.
+//!
+//! Before anything is written to the run folder, every training volume and the validation
+//! cases are read and checked, and the patch and batch compared with the adapter and the
+//! host ([`Run::new`], [`Run::resume`]).
 //!
 //! # Logs
 //! `train.jsonl`: one line per iteration, every field of [`StepLosses`] plus `time_s`
