@@ -669,7 +669,7 @@ mod checkpoint {
             inputs,
             writes,
             write_dirs: vec![],
-            flag: "--save-pred",
+            flag: "--save-pred / --csv",
         };
         refuse_overwriting_inputs(&plan)?;
         if let Some(note) = shared_folder_note(&plan) {

@@ -19,7 +19,7 @@ pub struct Plan {
     /// Folders whose files are written under names not known in advance: no input may sit
     /// directly in one.
     pub write_dirs: Vec<PathBuf>,
-    /// The flag that chose the outputs, for the message (`--output`, `--save-pred`, ...).
+    /// The flag(s) that chose the outputs, for the message (`--output`, `--save-pred`, ...).
     pub flag: &'static str,
 }
 
@@ -36,7 +36,7 @@ pub fn refuse_overwriting_inputs(plan: &Plan) -> Result<()> {
             return Err(Error::file(
                 w,
                 format!(
-                    "would be written over an input ({}): choose another {} folder (no command writes over its inputs)",
+                    "would be written over an input ({}): choose another {} (no command writes over its inputs)",
                     i.display(),
                     plan.flag
                 ),
@@ -51,7 +51,7 @@ pub fn refuse_overwriting_inputs(plan: &Plan) -> Result<()> {
             return Err(Error::file(
                 d,
                 format!(
-                    "holds an input ({}) and would receive outputs: choose another {} folder (no command writes over its inputs)",
+                    "holds an input ({}) and would receive outputs: choose another {} (no command writes over its inputs)",
                     i.display(),
                     plan.flag
                 ),

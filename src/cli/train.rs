@@ -358,7 +358,7 @@ fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
         inputs,
         writes,
         write_dirs,
-        flag: "--out",
+        flag: "--out (or --checkpoint-dir / --log-dir)",
     })
 }
 

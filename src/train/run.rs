@@ -435,7 +435,7 @@ impl Run {
         let val = prepare(gpu, &cfg, &mut train, val)?;
         let elapsed_before = read_sidecar(&cfg.checkpoint_dir().join(LAST))
             .filter(|s| s.iteration == state.iter)
-            .map_or(0.0, |s| s.elapsed_s);
+            .map_or(state.elapsed_s, |s| s.elapsed_s);
         // Everything is checked: only now is the run folder touched.
         for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
             create_dir(&d)?;
