@@ -1017,3 +1017,51 @@ fn same_seed_gives_byte_identical_checkpoints() {
         );
     }
 }
+
+/// Item 4: sizes a run is given (patch and batch against the adapter, validation strides
+/// against the window) are refused in one line stating the limit, before the run folder is
+/// created.
+#[test]
+fn cli_train_sizes_checked_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let (ok, _, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "sample",
+        "--patch",
+        "65536,65536",
+        "--out",
+        o,
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1
+            && stderr.contains("patch [65536, 65536] with batch 4")
+            && stderr.contains("largest buffer"),
+        "{stderr}"
+    );
+    let la = shared().join("la").display().to_string();
+    let (ok, _, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "la",
+        "--data",
+        &la,
+        "--patch",
+        "16,16,16",
+        "--batch-size",
+        "2",
+        "--labeled-bs",
+        "1",
+        "--val-stride-xy",
+        "40",
+        "--out",
+        o,
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("val_stride_xy"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "the run folder was created");
+}

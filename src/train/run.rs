@@ -774,6 +774,11 @@ fn prepare(
     crate::infer::budget::check_fits(gpu, "patch", cfg.batch_size, &cfg.patch)?;
     if cfg.dataset == DatasetKind::La && cfg.val_interval > 0 {
         crate::infer::budget::check_fits(gpu, "val_patch", 1, &cfg.val_patch())?;
+        // Strides against the window, now rather than at the first validation.
+        infer_config(cfg).window.validate().map_err(|e| match e {
+            Error::Config(m) => Error::config(format!("val_stride_xy / val_stride_z: {m}")),
+            e => e,
+        })?;
     }
     train.preload(cfg.ignore_affine)?;
     match val {
