@@ -854,6 +854,37 @@ fn cli_eval_save_pred_never_writes_over_its_inputs() {
     one_line_error(&out, &["would be written over an input", "--save-pred"]);
     assert_eq!(std::fs::read(&scan).unwrap(), before);
     assert!(!root.join("val/metrics.csv").exists());
+
+    // Item 9: a label map whose affine disagrees with its image's: evaluated on the voxel
+    // grid, with a warning naming both files.
+    let gt = root.join("val/caseA_gt.nii.gz");
+    let mut v = nifti::read(&gt).unwrap();
+    v.header.srow_y[3] -= 50.0;
+    let labels = v.labels().unwrap();
+    nifti::write_labels(&gt, &labels, &v).unwrap();
+    let preds = dir.path().join("preds");
+    let out = ssnet(&[
+        os("eval"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--data"),
+        root.as_os_str(),
+        os("--split"),
+        os("val"),
+        os("--save-pred"),
+        preds.as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning")
+            && err.contains("caseA_gt.nii.gz")
+            && err.contains("affines disagree"),
+        "{err}"
+    );
+    assert!(preds.join("caseA.nii.gz").is_file());
 }
 
 /// Issue 12 item 4: a patch no adapter can hold is refused at once with the limit, instead
