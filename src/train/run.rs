@@ -772,7 +772,12 @@ fn prepare(
     val: Option<Vec<Case>>,
 ) -> Result<Option<Vec<Case>>> {
     crate::infer::budget::check_fits(gpu, "patch", cfg.batch_size, &cfg.patch)?;
-    if cfg.dataset == DatasetKind::La && cfg.val_interval > 0 {
+    // The validation settings matter when a validation falls within this run.
+    let validates = cfg.val_interval > 0 && {
+        let first = cfg.val_start.max(1).div_ceil(cfg.val_interval) * cfg.val_interval;
+        first <= cfg.max_iterations
+    };
+    if cfg.dataset == DatasetKind::La && validates {
         crate::infer::budget::check_fits(gpu, "val_patch", 1, &cfg.val_patch())?;
         // Strides against the window, now rather than at the first validation.
         infer_config(cfg).window.validate().map_err(|e| match e {
@@ -783,9 +788,7 @@ fn prepare(
     train.preload(cfg.ignore_affine)?;
     match val {
         Some(v) => Ok(Some(v)),
-        None if cfg.val_interval > 0 && cfg.val_start <= cfg.max_iterations => {
-            Ok(Some(validation_cases(cfg)?))
-        }
+        None if validates => Ok(Some(validation_cases(cfg)?)),
         None => Ok(None),
     }
 }
