@@ -1,12 +1,13 @@
 //! safetensors checkpoints keyed by the reference's state_dict names. A checkpoint converted
-//! from a PyTorch SS-Net `.pth` (tools/pth_to_safetensors.py) or the golden `*_init` fixtures
-//! load as they are: the architecture is read from the metadata when present, else inferred
-//! from the tensor names and shapes.
+//! from a PyTorch SS-Net or AD-MT `.pth` (tools/pth_to_safetensors.py) or the golden `*_init`
+//! fixtures load as they are: the architecture and the variant (with or without SS-Net's
+//! heads, ADMT.md §2) are read from the metadata when present, else inferred from the tensor
+//! names and shapes.
 //!
 //! Writes go to a temporary file in the target folder, flushed, then renamed over the target:
 //! a kill at any moment leaves either the old file or the new one, never a torn one.
 
-use super::{spec, Arch, Model, ModelConfig};
+use super::{spec, Arch, Model, ModelConfig, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use safetensors::{Dtype, SafeTensors};
@@ -17,6 +18,8 @@ use std::sync::Arc;
 
 /// Metadata key holding the model configuration as JSON.
 pub const META_MODEL: &str = "ssnet.model";
+/// Metadata key holding the variant (`ssnet` or `admt`); absent = inferred from the names.
+pub const META_VARIANT: &str = "ssnet.variant";
 
 /// Tensors (f32, with shapes) and string metadata of a safetensors file.
 pub struct Contents {
@@ -118,13 +121,17 @@ pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
             .map_err(|e| Error::file(path, format!("bad {META_MODEL} metadata: {e}")));
     }
     let shape = |k: &str| c.tensors.get(k).map(|(_, s)| s.clone());
-    let out = shape("decoder.out_conv.weight").ok_or_else(|| {
-        Error::file(
-            path,
-            "not an SS-Net checkpoint: no 'decoder.out_conv.weight'",
-        )
-    })?;
+    let out = shape("decoder.out_conv.weight")
+        .or_else(|| shape("out_conv.weight"))
+        .ok_or_else(|| {
+            Error::file(
+                path,
+                "not an SS-Net or AD-MT checkpoint: no 'decoder.out_conv.weight' nor 'out_conv.weight'",
+            )
+        })?;
     let (arch, first) = if let Some(s) = shape("encoder.block_one.conv.0.weight") {
+        (Arch::VNet, s)
+    } else if let Some(s) = shape("block_one.conv.0.weight") {
         (Arch::VNet, s)
     } else if let Some(s) = shape("encoder.in_conv.conv_conv.0.weight") {
         (Arch::UNet, s)
@@ -141,20 +148,57 @@ pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
     })
 }
 
+/// The variant of a checkpoint: from its metadata, else from its names: AD-MT's VNet has
+/// flat keys (`block_one.…`); a UNet without `projection_head` is AD-MT's.
+pub fn infer_variant(c: &Contents, path: &Path) -> Result<Variant> {
+    if let Some(v) = c.metadata.get(META_VARIANT) {
+        return serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+            Error::file(
+                path,
+                format!("bad {META_VARIANT} metadata '{v}' (ssnet or admt)"),
+            )
+        });
+    }
+    let has = |k: &str| c.tensors.contains_key(k);
+    Ok(
+        if has("block_one.conv.0.weight")
+            || (has("encoder.in_conv.conv_conv.0.weight") && !has("projection_head.0.weight"))
+        {
+            Variant::Admt
+        } else {
+            Variant::SsNet
+        },
+    )
+}
+
 impl Model {
     /// Load a checkpoint (ours, a converted PyTorch state_dict, or a golden `*_init`).
     pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<Model> {
         let c = read(path)?;
         let cfg = infer_config(&c, path)?;
-        let specs = spec::specs(cfg)?;
+        let variant = infer_variant(&c, path)?;
+        Self::from_contents(gpu, c, cfg, variant, path)
+    }
+
+    /// A model of `variant` from checkpoint contents; tensors under the `momentum.` and
+    /// `memory.` prefixes (SS-Net trainer state) are skipped.
+    fn from_contents(
+        gpu: &Arc<Gpu>,
+        c: Contents,
+        cfg: ModelConfig,
+        variant: Variant,
+        path: &Path,
+    ) -> Result<Model> {
+        let specs = spec::specs_of(cfg, variant)?;
         for s in &specs {
             if let Some((_, shape)) = c.tensors.get(&s.name) {
                 if *shape != s.shape {
                     return Err(Error::file(
                         path,
                         format!(
-                            "tensor '{}' has shape {shape:?}, a {} model needs {:?}",
+                            "tensor '{}' has shape {shape:?}, a {} {} model needs {:?}",
                             s.name,
+                            variant.name(),
                             cfg.arch.name(),
                             s.shape
                         ),
@@ -169,7 +213,7 @@ impl Model {
             .filter(|(k, _)| !k.starts_with("momentum.") && !k.starts_with("memory."))
             .map(|(k, (v, _))| (k, v))
             .collect();
-        Model::from_values(gpu, cfg, specs, values).map_err(|e| Error::file(path, e))
+        Model::from_values_as(gpu, cfg, variant, specs, values).map_err(|e| Error::file(path, e))
     }
 
     /// Save weights and buffers (plus any `extra` tensors and metadata) atomically.
@@ -189,6 +233,7 @@ impl Model {
             META_MODEL.to_string(),
             serde_json::to_string(&self.cfg).unwrap_or_default(),
         );
+        metadata.insert(META_VARIANT.to_string(), self.variant().name().to_string());
         write(path, &tensors, &metadata)
     }
 }
