@@ -9,7 +9,7 @@
 //! ```text
 //! cli      one file per subcommand (train, eval, predict, bench, devices)
 //! ssnet    VAT, prototype memory, contrastive loss, ramp-up, the training step and loop
-//! admt     AD-MT's schedules, strong views and CutMix (its GPU step is still to come)
+//! admt     AD-MT: schedules, strong views, CutMix, the two-teacher training step
 //! infer    sliding-window (3D) and slice-wise (2D) prediction
 //! nn       layers, VNet, UNet, heads, initialisation, safetensors checkpoints
 //! ops      one file per op family: forward + one backward per input, on the tape

@@ -15,12 +15,19 @@
 //! - [`strong`]: the strong views (LA: brightness/contrast and clipped additive noise; ACDC:
 //!   the uint8 colour jitter and Pillow's Gaussian blur);
 //! - [`cutmix`]: the CutMix boxes (permutation, Beta(4,4), centres) and their pasting;
+//! - [`step`]: the trainer (student, two teachers, momentum, alternation, RNG) and one
+//!   training iteration on the GPU, over the heads-free networks ([`crate::nn::Variant::Admt`])
+//!   and the kernels of [`crate::ops::admt`];
 //! - the float64 twins of the per-voxel maths (fusion, compromise, masked losses) are in
 //!   [`crate::reference::admt`].
 //!
-//! Not here yet: the GPU kernels of the step, the heads-free networks' key mapping, the
-//! training loop's `--method admt`, and the golden fixtures of the official code (issue 13).
+//! Not here yet: the training loop's `--method admt` and the golden fixtures of the official
+//! code (issue 13).
 
 pub mod cutmix;
 pub mod schedule;
+pub mod step;
 pub mod strong;
+
+pub use schedule::{Teacher, TeacherSchedule};
+pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, UnsupLoss};

@@ -3,7 +3,8 @@
 //! and confidence maps `[n, vox]`, row-major.
 
 /// How the two teachers' softmaxes are fused (ADMT.md §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fusion {
     /// The released code: weights ∝ exp(−H) with H the base-2 entropy (ε 1e-10).
     Entropy,
