@@ -17,7 +17,7 @@
 //! - [`cutmix`]: the CutMix boxes (permutation, Beta(4,4), centres) and their pasting;
 //! - [`step`]: the trainer (student, two teachers, momentum, alternation, RNG) and one
 //!   training iteration on the GPU, over the heads-free networks ([`crate::nn::Variant::Admt`])
-//!   and the kernels of [`crate::ops::admt`];
+//!   and the kernels of [`crate::ops::admt`]; [`resume`]: its exact state in one file;
 //! - the float64 twins of the per-voxel maths (fusion, compromise, masked losses) are in
 //!   [`crate::reference::admt`].
 //!
@@ -25,9 +25,11 @@
 //! code (issue 13).
 
 pub mod cutmix;
+pub mod resume;
 pub mod schedule;
 pub mod step;
 pub mod strong;
 
+pub use resume::AdmtResume;
 pub use schedule::{Teacher, TeacherSchedule};
 pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, UnsupLoss};

@@ -65,33 +65,59 @@ pub fn read(path: &Path) -> Result<Contents> {
     Ok(Contents { tensors, metadata })
 }
 
-/// Write f32 tensors and metadata atomically (temporary file + rename).
+/// Write f32 tensors and metadata atomically (temporary file + rename). The bytes depend on
+/// the contents only: tensors in name order, metadata keys sorted (the safetensors crate
+/// writes its metadata map in hash order, which would make two saves of one state differ).
 pub fn write(
     path: &Path,
     tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, (v, s))| {
-            (
-                k.clone(),
-                bytemuck::cast_slice::<f32, u8>(v).to_vec(),
-                s.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor '{k}': {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let data = safetensors::serialize(views, Some(metadata.clone()))
-        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
-    atomic_write(path, &data)
+    atomic_write(path, &serialize(tensors, metadata)?)
+}
+
+/// The safetensors bytes of f32 tensors and metadata, deterministic: an 8-byte little-endian
+/// header length, the JSON header (`__metadata__` with sorted keys, then each tensor's dtype,
+/// shape and data offsets, in name order) padded with spaces to a multiple of 8, the data.
+pub fn serialize(
+    tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+        header.insert(
+            "__metadata__".to_string(),
+            serde_json::to_value(sorted).map_err(|e| Error::msg(e.to_string()))?,
+        );
+    }
+    let mut offset = 0usize;
+    for (k, (v, shape)) in tensors {
+        if v.len() != shape.iter().product::<usize>() {
+            return Err(Error::msg(format!(
+                "tensor '{k}': {} values for shape {shape:?}",
+                v.len()
+            )));
+        }
+        let end = offset + 4 * v.len();
+        header.insert(
+            k.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    // serde_json's Map keeps insertion order only with `preserve_order`; either way the
+    // order is a function of the contents (sorted or inserted in name order).
+    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| Error::msg(e.to_string()))?;
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for (v, _) in tensors.values() {
+        out.extend_from_slice(bytemuck::cast_slice::<f32, u8>(v));
+    }
+    Ok(out)
 }
 
 /// Write bytes to `path` through a temporary file in the same folder and a rename.
