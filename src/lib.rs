@@ -9,6 +9,7 @@
 //! ```text
 //! cli      one file per subcommand (train, eval, predict, bench, devices)
 //! ssnet    VAT, prototype memory, contrastive loss, ramp-up, the training step and loop
+//! admt     AD-MT: schedules, strong views, CutMix, the two-teacher training step
 //! infer    sliding-window (3D) and slice-wise (2D) prediction
 //! nn       layers, VNet, UNet, heads, initialisation, safetensors checkpoints
 //! ops      one file per op family: forward + one backward per input, on the tape
@@ -25,6 +26,7 @@
 pub mod error;
 pub mod golden;
 
+pub mod admt;
 pub mod autograd;
 pub mod gpu;
 pub mod infer;

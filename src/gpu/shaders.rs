@@ -30,6 +30,8 @@ pub enum Shader {
     Dropout,
     Optim,
     Infer,
+    /// AD-MT's per-voxel maps, CutMix and the teachers' EMA.
+    Admt,
 }
 
 macro_rules! file {
@@ -59,6 +61,7 @@ impl Shader {
         Shader::Dropout,
         Shader::Optim,
         Shader::Infer,
+        Shader::Admt,
     ];
 
     /// The files of the module under `shaders/` (name, contents), joined in this order.
@@ -79,6 +82,7 @@ impl Shader {
             Shader::Dropout => &[file!("dropout.wgsl")],
             Shader::Optim => &[file!("optim.wgsl")],
             Shader::Infer => &[file!("infer.wgsl")],
+            Shader::Admt => &[file!("admt.wgsl")],
         }
     }
 
