@@ -145,7 +145,7 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     let json = serde_json::to_string(&rep)
         .map_err(|e| Error::msg(format!("bench: cannot serialise the report: {e}")))?;
     if let Some(p) = &a.json {
-        crate::nn::checkpoint::atomic_write(p, json.as_bytes())?;
+        crate::fsutil::atomic_write(p, json.as_bytes())?;
     }
     println!("{json}");
     Ok(())
