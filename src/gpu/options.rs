@@ -31,7 +31,7 @@ impl MatrixUnits {
     }
 }
 
-/// Options of [`Gpu::with_options`].
+/// Options of [`Gpu::with_options`](super::Gpu::with_options).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GpuOptions {
     pub matrix_units: MatrixUnits,

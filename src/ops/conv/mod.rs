@@ -3,8 +3,8 @@
 //! its input, weight and bias backwards. Shaders: `shaders/conv.wgsl` and
 //! `shaders/conv_transpose.wgsl`.
 //!
-//! Layouts are PyTorch's: x [N, Ci, X, Y, Z] (2D: [N, Ci, H, W]), conv weight
-//! [Co, Ci, kx, ky, kz], transposed weight [Ci, Co, kx, ky, kz], bias [Co].
+//! Layouts are PyTorch's: x `[N, Ci, X, Y, Z]` (2D: `[N, Ci, H, W]`), conv weight
+//! `[Co, Ci, kx, ky, kz]`, transposed weight `[Ci, Co, kx, ky, kz]`, bias `[Co]`.
 //!
 //! Kernels (all tiled GEMMs of 256 invocations, 4×4 outputs each, tiles picked per shape among
 //! 64×64, 128×32, 32×128, 256×16, 16×256 to waste the least padding; with tuning on

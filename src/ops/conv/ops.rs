@@ -118,7 +118,7 @@ fn conv_bwd_bias(gy: &Tensor, d2: bool) -> Result<Tensor> {
     crate::ops::reduce::sum_axes(gy, &axes)
 }
 
-/// 3D convolution: x [N, Ci, X, Y, Z], w [Co, Ci, kx, ky, kz] (PyTorch layout), b [Co];
+/// 3D convolution: x `[N, Ci, X, Y, Z]`, w `[Co, Ci, kx, ky, kz]` (PyTorch layout), b `[Co]`;
 /// stride and zero padding on every axis. y [N, Co, (X+2p-kx)/s+1, ...]. On the tape.
 pub fn conv3d(
     x: &Tensor,
@@ -141,7 +141,7 @@ pub fn conv3d_bwd_input(
     conv_bwd_input(g, w, x_shape, stride, pad, false)
 }
 
-/// Weight gradient of [`conv3d`]: shape `w_shape` [Co, Ci, kx, ky, kz]; deterministic.
+/// Weight gradient of [`conv3d`]: shape `w_shape` `[Co, Ci, kx, ky, kz]`; deterministic.
 pub fn conv3d_bwd_weight(
     g: &Tensor,
     x: &Tensor,
@@ -152,12 +152,12 @@ pub fn conv3d_bwd_weight(
     conv_bwd_weight(g, x, w_shape, stride, pad, false)
 }
 
-/// Bias gradient of [`conv3d`]: `g` summed over N and the spatial axes, [Co].
+/// Bias gradient of [`conv3d`]: `g` summed over N and the spatial axes, `[Co]`.
 pub fn conv3d_bwd_bias(g: &Tensor) -> Result<Tensor> {
     conv_bwd_bias(g, false)
 }
 
-/// 2D convolution: x [N, Ci, H, W], w [Co, Ci, kh, kw], b [Co]. On the tape.
+/// 2D convolution: x `[N, Ci, H, W]`, w `[Co, Ci, kh, kw]`, b `[Co]`. On the tape.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -179,7 +179,7 @@ pub fn conv2d_bwd_input(
     conv_bwd_input(g, w, x_shape, stride, pad, true)
 }
 
-/// Weight gradient of [`conv2d`]: shape `w_shape` [Co, Ci, kh, kw]; deterministic.
+/// Weight gradient of [`conv2d`]: shape `w_shape` `[Co, Ci, kh, kw]`; deterministic.
 pub fn conv2d_bwd_weight(
     g: &Tensor,
     x: &Tensor,
@@ -190,7 +190,7 @@ pub fn conv2d_bwd_weight(
     conv_bwd_weight(g, x, w_shape, stride, pad, true)
 }
 
-/// Bias gradient of [`conv2d`]: [Co].
+/// Bias gradient of [`conv2d`]: `[Co]`.
 pub fn conv2d_bwd_bias(g: &Tensor) -> Result<Tensor> {
     conv_bwd_bias(g, true)
 }

@@ -82,8 +82,9 @@ fn ct_launch(
     Ok(out)
 }
 
-/// Transposed 3D convolution with kernel == stride (VNet's 2×2×2/2 upsampling): x [N, Ci, X,
-/// Y, Z], w [Ci, Co, k, k, k] (PyTorch transposed layout), b [Co] → [N, Co, kX, kY, kZ].
+/// Transposed 3D convolution with kernel == stride (VNet's 2×2×2/2 upsampling): x
+/// `[N, Ci, X, Y, Z]`, w `[Ci, Co, k, k, k]` (PyTorch transposed layout), b `[Co]` →
+/// `[N, Co, kX, kY, kZ]`.
 /// Any other kernel/stride pair is an error. On the tape.
 pub fn conv_transpose3d(
     x: &Tensor,
@@ -154,7 +155,7 @@ pub fn conv_transpose3d_bwd_weight(
     bwd_weight_raw(op, &geom, x, g, w_shape)
 }
 
-/// Bias gradient of [`conv_transpose3d`]: [Co].
+/// Bias gradient of [`conv_transpose3d`]: `[Co]`.
 pub fn conv_transpose3d_bwd_bias(g: &Tensor) -> Result<Tensor> {
     let op = "conv_transpose3d_bwd_bias";
     g.expect_dtype(op, DType::F32)?;
