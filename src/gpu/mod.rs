@@ -2,7 +2,8 @@
 //! buffer pool, the shader registry, the pipeline cache and the dispatch path. One file per
 //! concern: `adapter` (which adapter), `options` (what is asked of it), `device` (opening
 //! it), `pipelines` (modules and pipelines, compiled once), `recorder` (dispatch, submit,
-//! readback), `timing` (GPU timestamps), `pool` (buffers), `shaders` (the WGSL registry),
+//! readback), `registry` (every pipeline created, for the translation tests), `timing` (GPU
+//! timestamps), `pool` (buffers), `shaders` (the WGSL registry),
 //! `tune` (autotuning).
 //!
 //! Recording model: every op appends its dispatch to one open compute pass of one pending
@@ -34,6 +35,7 @@ mod options;
 mod pipelines;
 pub mod pool;
 mod recorder;
+pub mod registry;
 pub mod shaders;
 mod timing;
 pub mod tune;

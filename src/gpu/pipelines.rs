@@ -72,6 +72,7 @@ impl Gpu {
                 shader.file()
             )));
         }
+        super::registry::record(shader, entry, constants);
         let p = Arc::new(p);
         self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
