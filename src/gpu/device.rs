@@ -3,7 +3,7 @@
 //! process-wide shared device.
 
 use super::adapter::{adapters, choose, instance};
-use super::options::{cooperative_matrix_support, GpuOptions, MatrixUnits};
+use super::options::{cooperative_matrix_support, GpuOptions, LimitsMode, MatrixUnits};
 use super::pool::BufferPool;
 use super::recorder::{Recorder, MAX_PENDING_DISPATCHES};
 use super::{tune, Gpu};
@@ -63,8 +63,12 @@ impl Gpu {
                 MatrixUnits::Emulated
             }
         };
-        // Ask for everything the adapter offers: big activations need its real binding size.
-        let limits = adapter.limits();
+        // Ask for everything the adapter offers (big activations need its real binding size),
+        // or WebGPU's defaults in the strict mode.
+        let limits = match opts.limits {
+            LimitsMode::Adapter => adapter.limits(),
+            LimitsMode::WebGpu => wgpu::Limits::default(),
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ssnet"),
             required_features: features,
@@ -106,6 +110,7 @@ impl Gpu {
             submit_every: opts.submit_every.unwrap_or(MAX_PENDING_DISPATCHES).max(1),
             submissions: std::sync::atomic::AtomicU64::new(0),
             matrix_units,
+            limits_mode: opts.limits,
             matrix_check: Mutex::new(None),
             tuner: Mutex::new(tune::Tuner::default()),
         });

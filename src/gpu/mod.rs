@@ -31,6 +31,7 @@
 
 mod adapter;
 mod device;
+pub mod footprint;
 mod options;
 mod pipelines;
 pub mod pool;
@@ -42,7 +43,7 @@ pub mod tune;
 
 use crate::error::{Error, Result};
 pub use adapter::{list_adapters, AdapterReport};
-pub use options::{cooperative_matrix_support, GpuOptions, MatrixUnits};
+pub use options::{cooperative_matrix_support, GpuOptions, LimitsMode, MatrixUnits};
 use pipelines::PipelineKey;
 pub use pool::PoolStats;
 use pool::{BufferPool, Storage};
@@ -71,6 +72,8 @@ pub struct Gpu {
     submissions: std::sync::atomic::AtomicU64,
     /// What the convolution GEMMs multiply on (after the capability probe).
     matrix_units: MatrixUnits,
+    /// The limits the device was opened with.
+    limits_mode: LimitsMode,
     /// The numerical check of the matrix-unit path, run on its first use: `Err` disables it.
     pub(crate) matrix_check: Mutex<Option<std::result::Result<(), String>>>,
     tuner: Mutex<tune::Tuner>,
@@ -90,6 +93,19 @@ impl Gpu {
     /// every-N-dispatches submissions).
     pub fn submissions(&self) -> u64 {
         self.submissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The limits the device was opened with (the adapter's, or WebGPU's defaults).
+    pub fn limits_mode(&self) -> LimitsMode {
+        self.limits_mode
+    }
+
+    /// Appended to a message naming a limit: how the limit came about in the strict mode.
+    pub(crate) fn limits_note(&self) -> &'static str {
+        match self.limits_mode {
+            LimitsMode::Adapter => "",
+            LimitsMode::WebGpu => "; SSNET_LIMITS=webgpu: WebGPU's default limits",
+        }
     }
 
     /// Largest buffer a single storage binding can see.
@@ -112,9 +128,10 @@ impl Gpu {
             return Err(Error::op(
                 what,
                 format!(
-                    "tensor of {bytes} bytes exceeds the adapter's max storage binding of {} bytes ({})",
+                    "tensor of {bytes} bytes exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size, {}{})",
                     self.max_binding(),
-                    self.info.name
+                    self.info.name,
+                    self.limits_note()
                 ),
             ));
         }
@@ -129,8 +146,9 @@ impl Gpu {
             return Err(Error::op(
                 what,
                 format!(
-                    "tensor of {bytes} bytes exceeds the adapter's max storage binding of {} bytes",
-                    self.max_binding()
+                    "tensor of {bytes} bytes exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size{})",
+                    self.max_binding(),
+                    self.limits_note()
                 ),
             ));
         }

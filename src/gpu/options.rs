@@ -31,16 +31,43 @@ impl MatrixUnits {
     }
 }
 
+/// Which limits the device is opened with (`SSNET_LIMITS`, `ssnet --limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LimitsMode {
+    /// Everything the adapter offers (big activations need its real binding size).
+    #[default]
+    Adapter,
+    /// `wgpu::Limits::default()`, WebGPU's guaranteed minimum (16 KiB of workgroup memory,
+    /// 128 MiB per storage binding, 8 storage buffers per stage): what many integrated,
+    /// mobile and browser adapters give. For checking that the engine runs there.
+    WebGpu,
+}
+
+impl LimitsMode {
+    /// `adapter` (or empty), `webgpu`.
+    pub fn parse(s: &str) -> Result<LimitsMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "adapter" => Ok(LimitsMode::Adapter),
+            "webgpu" | "default" => Ok(LimitsMode::WebGpu),
+            other => Err(Error::msg(format!(
+                "SSNET_LIMITS / --limits: '{other}' is not one of adapter, webgpu"
+            ))),
+        }
+    }
+}
+
 /// Options of [`Gpu::with_options`](super::Gpu::with_options).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GpuOptions {
     pub matrix_units: MatrixUnits,
     /// Submit the pending work every this many dispatches (`None`: 8192).
     pub submit_every: Option<usize>,
+    /// The adapter's own limits, or WebGPU's defaults.
+    pub limits: LimitsMode,
 }
 
 impl GpuOptions {
-    /// From the environment (`SSNET_TENSOR_CORES`).
+    /// From the environment (`SSNET_TENSOR_CORES`, `SSNET_SUBMIT_EVERY`, `SSNET_LIMITS`).
     pub fn from_env() -> Result<GpuOptions> {
         Ok(GpuOptions {
             matrix_units: match std::env::var("SSNET_TENSOR_CORES") {
@@ -48,6 +75,10 @@ impl GpuOptions {
                 Err(_) => MatrixUnits::Off,
             },
             submit_every: submit_every_from_env()?,
+            limits: match std::env::var("SSNET_LIMITS") {
+                Ok(v) => LimitsMode::parse(&v)?,
+                Err(_) => LimitsMode::Adapter,
+            },
         })
     }
 }

@@ -51,6 +51,8 @@ impl Gpu {
         if std::env::var("SSNET_DEBUG_PIPELINES").as_deref() == Ok("1") {
             eprintln!("ssnet: compiling pipeline {key:?}");
         }
+        // wgpu does not check workgroup memory against the limit: refuse here, naming it.
+        self.check_footprint(shader, entry, constants)?;
         let module = self.module(shader)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = self

@@ -7,7 +7,7 @@
 use super::geometry::{
     bwd_input_params, direct_params, fwd_params, u, wgrad_params, ConvParams, CtGeom, Geom,
 };
-use super::plan::{tuned_plan, Family, Plan, Problem, Unit, NARROW_N, NARROW_ROWS};
+use super::plan::{tuned_plan, Family, Plan, Problem, Tile, Unit, NARROW_N, NARROW_ROWS};
 use super::tensor_cores::{mma_scales, mma_shader};
 use super::transposed::ct_raw;
 use crate::error::{Error, Result};
@@ -115,7 +115,21 @@ impl Operands<'_> {
             rows: rows as usize,
             cols: cols as usize,
             len: len as usize,
+            max_partial: (self.gpu().max_binding() / 4) as usize,
         }
+    }
+}
+
+/// Whether the device can run a tile of `family`'s kernel on `unit` (its limits).
+pub(super) fn tile_fit<'a>(
+    gpu: &'a Gpu,
+    op: &'a str,
+    unit: Unit,
+    family: Family,
+) -> impl Fn(Tile) -> Result<()> + 'a {
+    move |t: Tile| {
+        gpu.check_footprint(unit.shader(), unit.entry(family), &t.consts())
+            .map_err(|e| Error::op(op, e))
     }
 }
 
@@ -130,16 +144,17 @@ pub(super) fn run(
 ) -> Result<Tensor> {
     let gpu = operands.gpu();
     let problem = operands.problem(&p, unit);
+    let fit = tile_fit(&gpu, op, unit, problem.family);
     let plan = if gpu.tuning_enabled() {
         if let Operands::Conv { b, .. } = operands {
             p.has_bias = b.is_some() as u32;
         }
-        let cands = problem.candidates(|t| grid(&gpu, op, t as u64).is_ok());
+        let cands = problem.candidates(&fit, |t| grid(&gpu, op, t as u64).is_ok())?;
         tuned_plan(&gpu, problem.key(&p), &cands, |plan| {
             launch(op, unit, p, plan, operands, out_shape).map(drop)
         })?
     } else {
-        problem.heuristic().0
+        problem.heuristic(&fit)?.0
     };
     launch(op, unit, p, plan, operands, out_shape)
 }

@@ -6,7 +6,7 @@
 //! `conv_wgrad` (reduction chunks), and their matrix-unit twins `conv_mma` / `wgrad_mma`.
 
 use super::geometry::ConvParams;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::tune::TileChoice;
 use crate::gpu::{Gpu, Shader};
 
@@ -369,6 +369,35 @@ pub(super) fn tile_consts(t: (u32, u32, u32)) -> [(&'static str, f64); 3] {
     [("BM", t.0 as f64), ("BN", t.1 as f64), ("BK", t.2 as f64)]
 }
 
+/// Whether the device can run a tile (its workgroup memory, invocations and storage buffers
+/// within the limits); the error names the limit.
+pub(super) type Fit<'a> = dyn Fn(Tile) -> Result<()> + 'a;
+
+/// `preferred` when the device can run it, else the tile of `tiles` of least estimated cost
+/// on rows × cols that it can run; none: the first tile's reason.
+pub(super) fn pick_fitting(
+    tiles: &[Tile],
+    preferred: Tile,
+    rows: usize,
+    cols: usize,
+    fit: &Fit,
+) -> Result<Tile> {
+    let first = match fit(preferred) {
+        Ok(()) => return Ok(preferred),
+        Err(e) => e,
+    };
+    let cost = |t: &Tile| {
+        let (bm, bn) = t.dims();
+        tile_cost(rows, cols, bm as u32, bn as u32)
+    };
+    tiles
+        .iter()
+        .copied()
+        .filter(|&t| fit(t).is_ok())
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .ok_or_else(|| Error::msg(format!("no tile fits this device: {first}")))
+}
+
 /// How a tiled GEMM runs: the tile, the number of reduction parts (split-K splits or
 /// weight-gradient chunks) and the reduction length of each.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -386,6 +415,8 @@ pub(super) struct Problem {
     pub(super) rows: usize,
     pub(super) cols: usize,
     pub(super) len: usize,
+    /// Floats of reduction partials one storage binding can hold.
+    pub(super) max_partial: usize,
 }
 
 impl Problem {
@@ -401,15 +432,16 @@ impl Problem {
         }
     }
 
-    /// The tile the shape heuristic picks.
-    fn pick(&self) -> Tile {
+    /// The tile the shape heuristic picks among those the device can run (`fit`).
+    fn pick(&self, fit: &Fit) -> Result<Tile> {
         let (rows, cols) = (self.rows, self.cols);
-        match (self.family, self.unit) {
+        let preferred = match (self.family, self.unit) {
             (Family::Conv, Unit::F32) => Tile::Gemm(pick_tile(rows, cols)),
             (Family::Conv, Unit::Mma(_)) => Tile::Mma(pick_mma_tile(cols)),
             (Family::Wgrad, Unit::F32) => Tile::Wgrad(pick_wgrad_tile(rows, cols)),
             (Family::Wgrad, Unit::Mma(_)) => Tile::Mma(pick_wgrad_mma_tile(rows, cols)),
-        }
+        };
+        pick_fitting(&self.tiles(), preferred, rows, cols, fit)
     }
 
     /// The reduction parts the heuristic asks for with `tile` (before rounding to stages).
@@ -417,19 +449,21 @@ impl Problem {
         let (tr, tn) = tile.count(self.rows, self.cols);
         match self.family {
             Family::Conv => gemm_split_request(tr * tn, self.len, tile.step()),
-            Family::Wgrad => wgrad_chunk_request(self.len, tr * tn, self.rows * self.cols),
+            // Within the partials a binding can hold (binding only under limits below 256 MiB).
+            Family::Wgrad => wgrad_chunk_request(self.len, tr * tn, self.rows * self.cols)
+                .min((self.max_partial / (self.rows * self.cols).max(1)).max(1)),
         }
     }
 
     /// The shape heuristic's plan (what runs without tuning) and the parts it requested.
-    pub(super) fn heuristic(&self) -> (Plan, usize) {
-        let tile = self.pick();
+    pub(super) fn heuristic(&self, fit: &Fit) -> Result<(Plan, usize)> {
+        let tile = self.pick(fit)?;
         let (tr, tn) = tile.count(self.rows, self.cols);
         let (parts, chunk) = match self.family {
             Family::Conv => gemm_splits(tr * tn, self.len, tile.step()),
-            Family::Wgrad => wgrad_chunks(self.len, tr * tn, self.rows * self.cols, tile.step()),
+            Family::Wgrad => split_reduction(self.len, self.request(tile), tile.step()),
         };
-        (Plan { tile, parts, chunk }, self.request(tile))
+        Ok((Plan { tile, parts, chunk }, self.request(tile)))
     }
 
     /// Tuning candidates (the heuristic's plan first): every tile, each with the heuristic's
@@ -437,18 +471,23 @@ impl Problem {
     /// part keeps at least one reduction stage, the partials stay within a bound, and every
     /// grid fits the adapter (`fits`, on the number of workgroups). With the [`TileChoice`]
     /// that names each.
-    pub(super) fn candidates(&self, fits: impl Fn(usize) -> bool) -> Vec<(Plan, TileChoice)> {
+    pub(super) fn candidates(
+        &self,
+        fit: &Fit,
+        fits: impl Fn(usize) -> bool,
+    ) -> Result<Vec<(Plan, TileChoice)>> {
         let mut out = vec![];
-        let (heur, hs) = self.heuristic();
+        let (heur, hs) = self.heuristic(fit)?;
         push_candidate(&mut out, heur, heur.tile.choice(hs));
         let outputs = self.rows * self.cols;
-        for tile in self.tiles() {
+        for tile in self.tiles().into_iter().filter(|&t| fit(t).is_ok()) {
             let (tr, tn) = tile.count(self.rows, self.cols);
             let h = self.request(tile);
             let (variants, max_partial) = match self.family {
                 Family::Conv => (vec![h, 1, h / 2, 2 * h], TUNE_MAX_PARTIAL),
                 Family::Wgrad => (vec![h, h / 2, 2 * h], WGRAD_MAX_PARTIAL),
             };
+            let max_partial = max_partial.min(self.max_partial);
             push_split_variants(
                 &mut out,
                 &variants,
@@ -462,7 +501,7 @@ impl Problem {
                 |s| tile.choice(s),
             );
         }
-        out
+        Ok(out)
     }
 
     /// The tuning cache key: the kernel and the whole geometry `p`.

@@ -4,7 +4,7 @@
 //! (`launch::launch` with `Unit::Mma`).
 
 use super::geometry::{conv_geom, fwd_params, u, wgrad_params, y_shape, ConvParams};
-use super::launch::{launch, Operands};
+use super::launch::{launch, tile_fit, Operands};
 use super::plan::Unit;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, MatrixUnits, Shader};
@@ -58,7 +58,10 @@ fn check_mma(gpu: &Arc<Gpu>, shader: Shader) -> Result<()> {
     let mma = Unit::Mma(shader);
     let both = |p: ConvParams, ops: Operands, out: &[usize]| -> Result<(Vec<f32>, Vec<f32>)> {
         let got = |unit: Unit| -> Result<Vec<f32>> {
-            let plan = ops.problem(&p, unit).heuristic().0;
+            let problem = ops.problem(&p, unit);
+            let plan = problem
+                .heuristic(&tile_fit(gpu, op, unit, problem.family))?
+                .0;
             launch(op, unit, p, plan, ops, out)?.to_f32()
         };
         Ok((got(mma)?, got(Unit::F32)?))

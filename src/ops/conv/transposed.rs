@@ -9,7 +9,7 @@ use super::geometry::{
 };
 use super::launch::{bwd_weight_raw, fwd_raw, grid};
 use super::ops::record_xwb;
-use super::plan::{pick_tile, tile_consts, tuned_plan, Tile, TILES};
+use super::plan::{pick_fitting, pick_tile, tuned_plan, Tile, TILES};
 use crate::error::{Error, Result};
 use crate::gpu::Shader;
 use crate::tensor::{DType, Tensor};
@@ -27,16 +27,22 @@ pub(super) fn ct_raw(
     let gpu = x.gpu().clone();
     let p = ct_params(op, c, b.is_some())?;
     let (m, cols) = (p.m as usize, p.n as usize);
+    // The tiles the device can run (its workgroup-memory limit), the heuristic's if it can.
+    let fit = |t: Tile| {
+        gpu.check_footprint(Shader::ConvTranspose, "ct_gemm", &t.consts())
+            .map_err(|e| Error::op(op, e))
+    };
+    let tiles: Vec<Tile> = TILES.iter().map(|&t| Tile::Gemm(t)).collect();
+    let heur = pick_fitting(&tiles, Tile::Gemm(pick_tile(m, cols)), m, cols, &fit)?;
     let tile = if gpu.tuning_enabled() {
         // Candidates: every tile whose grid fits the adapter, the heuristic's first.
-        let heur = pick_tile(m, cols);
-        let fits = |t: &(u32, u32, u32)| {
-            let total = m.div_ceil(t.0 as usize) * cols.div_ceil(t.1 as usize);
-            grid(&gpu, op, total as u64).is_ok()
+        let fits = |t: &Tile| {
+            let (tr, tn) = t.count(m, cols);
+            grid(&gpu, op, (tr * tn) as u64).is_ok() && fit(*t).is_ok()
         };
         let cands: Vec<_> = std::iter::once(heur)
-            .chain(TILES.into_iter().filter(|t| *t != heur && fits(t)))
-            .map(|t| (t, Tile::Gemm(t).choice(1)))
+            .chain(tiles.iter().copied().filter(|t| *t != heur && fits(t)))
+            .map(|t| (t, t.choice(1)))
             .collect();
         let CtGeom { ci, xs, co, k, .. } = *c;
         let key = format!(
@@ -47,7 +53,7 @@ pub(super) fn ct_raw(
             ct_launch(op, p, t, x, w, b, out_shape).map(drop)
         })?
     } else {
-        pick_tile(m, cols)
+        heur
     };
     ct_launch(op, p, tile, x, w, b, out_shape)
 }
@@ -56,7 +62,7 @@ pub(super) fn ct_raw(
 fn ct_launch(
     op: &str,
     mut p: CtParams,
-    tile: (u32, u32, u32),
+    tile: Tile,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -65,8 +71,8 @@ fn ct_launch(
     let gpu = x.gpu().clone();
     let (m, cols) = (p.m as usize, p.n as usize);
     let out = Tensor::empty(&gpu, out_shape, DType::F32, op)?;
-    let tiles_n = cols.div_ceil(tile.1 as usize);
-    let total = m.div_ceil(tile.0 as usize) * tiles_n;
+    let (tiles_r, tiles_n) = tile.count(m, cols);
+    let total = tiles_r * tiles_n;
     p.tiles_n = u(op, tiles_n)?;
     p.tiles_total = u(op, total)?;
     let bias = b.map(|t| t.buffer()).unwrap_or(w.buffer());
@@ -74,7 +80,7 @@ fn ct_launch(
     gpu.dispatch_with(
         Shader::ConvTranspose,
         "ct_gemm",
-        &tile_consts(tile),
+        &tile.consts(),
         &p,
         &[x.buffer(), w.buffer(), bias, out.buffer()],
         groups,
