@@ -1,7 +1,7 @@
 //! Every pipeline the engine creates, on every backend. `tests/pipelines.list` is the set of
 //! (shader, entry point, override constants) that a tiny 3D and 2D SS-Net training
 //! iteration, inference of both pipelines and the tuning candidates of every tiled kernel
-//! (f32 and the emulated tensor-core path) create; `pipelines_created_match_the_committed_list`
+//! (f32 and the emulated tensor-core path on 16×16 and 8×8 tiles) create; `pipelines_created_match_the_committed_list`
 //! records them on the test adapter and fails when the list is stale. Regenerate it with
 //!
 //! ```sh
@@ -21,7 +21,7 @@ use common::*;
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use ssnet::gpu::registry::{created, parse_list, PipelineSpec};
-use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits, Shader};
+use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits, MmaShape, Shader};
 use ssnet::infer::{predict_volume, InferConfig, SliceWise, SlidingWindow, Weighting};
 use ssnet::nn::{Arch, Model, ModelConfig};
 use ssnet::ops;
@@ -159,11 +159,12 @@ fn tuning_candidates(g: &Arc<Gpu>) {
     assert!(g.tune_runs() > 0, "nothing was tuned");
 }
 
-fn device(units: MatrixUnits) -> Arc<Gpu> {
+fn device(units: MatrixUnits, shape: MmaShape) -> Arc<Gpu> {
     Gpu::with_options(
         std::env::var("SSNET_DEVICE").ok().as_deref(),
         GpuOptions {
             matrix_units: units,
+            mma_shape: Some(shape),
             ..Default::default()
         },
     )
@@ -176,8 +177,9 @@ fn pipelines_created_match_the_committed_list() {
     train_iteration(&g, Arch::VNet, &[16, 16, 16], 2);
     train_iteration(&g, Arch::UNet, &[16, 16], 4);
     inference(&g);
-    tuning_candidates(&device(MatrixUnits::Off));
-    tuning_candidates(&device(MatrixUnits::Emulated));
+    tuning_candidates(&device(MatrixUnits::Off, MmaShape::M16x16));
+    tuning_candidates(&device(MatrixUnits::Emulated, MmaShape::M16x16));
+    tuning_candidates(&device(MatrixUnits::Emulated, MmaShape::M8x8));
     let got: BTreeSet<String> = created().iter().map(|s| s.to_string()).collect();
     if std::env::var("SSNET_UPDATE_PIPELINES").as_deref() == Ok("1") {
         let mut text = String::from(
@@ -226,11 +228,16 @@ fn parse(shader: Shader) -> (naga::Module, ModuleInfo) {
     (module, info)
 }
 
+/// The modules on cooperative matrices.
+fn is_coop(shader: Shader) -> bool {
+    matches!(shader, Shader::ConvMma | Shader::ConvMma8)
+}
+
 /// Which backends a module goes to.
 fn backends(shader: Shader) -> &'static [&'static str] {
     match shader {
         // wgpu 30 translates cooperative matrices for Vulkan and Metal only.
-        Shader::ConvMma => &["spirv", "msl"],
+        Shader::ConvMma | Shader::ConvMma8 => &["spirv", "msl"],
         _ => &["spirv", "msl", "hlsl"],
     }
 }
@@ -238,8 +245,13 @@ fn backends(shader: Shader) -> &'static [&'static str] {
 /// The matrix-unit twin of an emulated tensor-core entry: the same entry point and tile
 /// constants on cooperative matrices (never created on an adapter without them).
 fn coop_twin(s: &PipelineSpec) -> Option<PipelineSpec> {
-    (s.shader == Shader::ConvMmaEmulated).then(|| PipelineSpec {
-        shader: Shader::ConvMma,
+    let shader = match s.shader {
+        Shader::ConvMmaEmulated => Shader::ConvMma,
+        Shader::ConvMma8Emulated => Shader::ConvMma8,
+        _ => return None,
+    };
+    Some(PipelineSpec {
+        shader,
         ..s.clone()
     })
 }
@@ -300,6 +312,14 @@ fn translate(
                 };
                 let words = naga::back::spv::write_vec(&m, &i, &opts, Some(&pipe))
                     .map_err(|e| format!("{what}: SPIR-V: {e:?}"))?;
+                // The products of the matrix-unit modules really go through the matrix units:
+                // OpCooperativeMatrixMulAddKHR (opcode 4459).
+                if is_coop(spec.shader)
+                    && spec.entry.ends_with("_mma")
+                    && !words.iter().any(|w| w & 0xffff == 4459)
+                {
+                    return Err(format!("{what}: no OpCooperativeMatrixMulAddKHR in the SPIR-V"));
+                }
                 if let Some(exe) = val {
                     let f = dir.join("module.spv");
                     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -310,7 +330,7 @@ fn translate(
                         .output()
                         .map_err(|e| format!("spirv-val: {e}"))?;
                     let err = String::from_utf8_lossy(&out.stderr);
-                    let too_old = spec.shader == Shader::ConvMma && err.contains(UNKNOWN_COOP);
+                    let too_old = is_coop(spec.shader) && err.contains(UNKNOWN_COOP);
                     if !out.status.success() && !too_old {
                         return Err(format!(
                             "{what}: spirv-val: {}",
@@ -332,6 +352,12 @@ fn translate(
                     .map_err(|e| format!("{what}: MSL: {e:?}"))?;
                 if !text.contains(&spec.entry) {
                     return Err(format!("{what}: MSL lacks the entry point"));
+                }
+                // Metal's simdgroup matrices of the tile's side.
+                let side = if spec.shader == Shader::ConvMma8 { 8 } else { 16 };
+                let simd = format!("simdgroup_float{side}x{side}");
+                if is_coop(spec.shader) && spec.entry.ends_with("_mma") && !text.contains(&simd) {
+                    return Err(format!("{what}: no {simd} in the MSL"));
                 }
             }
             "hlsl" => {

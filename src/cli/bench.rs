@@ -84,14 +84,14 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     }
     match gpu.matrix_units() {
         crate::gpu::MatrixUnits::Off => println!("convolutions: f32"),
-        crate::gpu::MatrixUnits::Coop => {
-            println!("convolutions: f16 tiles on the matrix units (tensor cores), f32 accumulation")
-        }
-        crate::gpu::MatrixUnits::Emulated => {
-            println!(
-                "convolutions: f16 tiles, emulated matrix units (a correctness check, not a speed)"
-            )
-        }
+        crate::gpu::MatrixUnits::Coop => println!(
+            "convolutions: f16 {} tiles on the matrix units (tensor cores), f32 accumulation",
+            gpu.mma_shape().name()
+        ),
+        crate::gpu::MatrixUnits::Emulated => println!(
+            "convolutions: f16 {} tiles, emulated matrix units (a correctness check, not a speed)",
+            gpu.mma_shape().name()
+        ),
     }
     if gpu.has_timestamps() {
         println!(

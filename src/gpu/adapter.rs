@@ -73,14 +73,7 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
         max_workgroup_storage: l.max_compute_workgroup_storage_size,
         max_invocations: l.max_compute_invocations_per_workgroup,
         features: features_of_interest(a.features()),
-        cooperative_matrix: if a
-            .features()
-            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-        {
-            a.cooperative_matrix_properties().len()
-        } else {
-            0
-        },
+        cooperative_matrix: super::matrix_units::reported_configs(a).len(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! process-wide shared device.
 
 use super::adapter::{adapters, choose, instance};
-use super::options::{cooperative_matrix_support, GpuOptions, LimitsMode, MatrixUnits};
+use super::matrix_units::cooperative_matrix_support;
+use super::options::{GpuOptions, LimitsMode, MatrixUnits};
 use super::pool::BufferPool;
 use super::recorder::{Recorder, MAX_PENDING_DISPATCHES};
 use super::{tune, Gpu};
@@ -33,10 +34,12 @@ impl Gpu {
         let info = adapter.get_info();
         let mut features = adapter.features() & WANTED_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let mut mma_shape = opts.mma_shape.unwrap_or_default();
         let matrix_units = match opts.matrix_units {
             MatrixUnits::Off => MatrixUnits::Off,
             MatrixUnits::Coop => match cooperative_matrix_support(&adapter) {
-                Ok(()) => {
+                Ok(shape) => {
+                    mma_shape = shape;
                     features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
                     // SAFETY: wgpu warns that experimental APIs may still hold bugs with
                     // undefined behaviour. Only reached when the user asked for tensor cores
@@ -111,6 +114,7 @@ impl Gpu {
             submissions: std::sync::atomic::AtomicU64::new(0),
             matrix_units,
             limits_mode: opts.limits,
+            mma_shape,
             matrix_check: Mutex::new(None),
             tuner: Mutex::new(tune::Tuner::default()),
         });

@@ -1,7 +1,8 @@
 //! The GPU context: adapter choice, device with the adapter's own limits, error scopes, the
 //! buffer pool, the shader registry, the pipeline cache and the dispatch path. One file per
-//! concern: `adapter` (which adapter), `options` (what is asked of it), `device` (opening
-//! it), `pipelines` (modules and pipelines, compiled once), `recorder` (dispatch, submit,
+//! concern: `adapter` (which adapter), `options` (what is asked of it), `matrix_units` (the
+//! tensor-core tile and the driver denylist), `footprint` (what a pipeline needs of the
+//! limits), `device` (opening it), `pipelines` (modules and pipelines, compiled once), `recorder` (dispatch, submit,
 //! readback), `registry` (every pipeline created, for the translation tests), `timing` (GPU
 //! timestamps), `pool` (buffers), `shaders` (the WGSL registry),
 //! `tune` (autotuning).
@@ -32,6 +33,7 @@
 mod adapter;
 mod device;
 pub mod footprint;
+pub mod matrix_units;
 mod options;
 mod pipelines;
 pub mod pool;
@@ -43,7 +45,8 @@ pub mod tune;
 
 use crate::error::{Error, Result};
 pub use adapter::{list_adapters, AdapterReport};
-pub use options::{cooperative_matrix_support, GpuOptions, LimitsMode, MatrixUnits};
+pub use matrix_units::{cooperative_matrix_support, MmaShape};
+pub use options::{GpuOptions, LimitsMode, MatrixUnits};
 use pipelines::PipelineKey;
 pub use pool::PoolStats;
 use pool::{BufferPool, Storage};
@@ -74,6 +77,8 @@ pub struct Gpu {
     matrix_units: MatrixUnits,
     /// The limits the device was opened with.
     limits_mode: LimitsMode,
+    /// The matrix-unit tile (the adapter's for cooperative matrices; the asked one emulated).
+    mma_shape: MmaShape,
     /// The numerical check of the matrix-unit path, run on its first use: `Err` disables it.
     pub(crate) matrix_check: Mutex<Option<std::result::Result<(), String>>>,
     tuner: Mutex<tune::Tuner>,
@@ -93,6 +98,11 @@ impl Gpu {
     /// every-N-dispatches submissions).
     pub fn submissions(&self) -> u64 {
         self.submissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The matrix-unit tile the tensor-core path uses on this device.
+    pub fn mma_shape(&self) -> MmaShape {
+        self.mma_shape
     }
 
     /// The limits the device was opened with (the adapter's, or WebGPU's defaults).

@@ -1,7 +1,8 @@
 //! What the caller asks of the device: how the convolution GEMMs multiply
 //! ([`MatrixUnits`], `SSNET_TENSOR_CORES`), how often recorded work is submitted
-//! (`SSNET_SUBMIT_EVERY`), and whether an adapter can run the tensor-core path.
+//! (`SSNET_SUBMIT_EVERY`), which limits it is opened with (`SSNET_LIMITS`).
 
+use super::matrix_units::MmaShape;
 use crate::error::{Error, Result};
 
 /// How the convolution GEMMs multiply (`SSNET_TENSOR_CORES`, `ssnet --tensor-cores`).
@@ -18,14 +19,14 @@ pub enum MatrixUnits {
 }
 
 impl MatrixUnits {
-    /// `off`/`0`, `on`/`1`/`coop`, `emulate`.
+    /// `off`/`0`, `on`/`1`/`coop`, `emulate` (`emulate8x8`: the emulated path on 8×8 tiles).
     pub fn parse(s: &str) -> Result<MatrixUnits> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "0" | "off" | "false" | "no" => Ok(MatrixUnits::Off),
             "1" | "on" | "true" | "yes" | "coop" => Ok(MatrixUnits::Coop),
-            "emulate" | "emulated" => Ok(MatrixUnits::Emulated),
+            "emulate" | "emulated" | "emulate8x8" | "emulate-8x8" => Ok(MatrixUnits::Emulated),
             other => Err(Error::msg(format!(
-                "SSNET_TENSOR_CORES / --tensor-cores: '{other}' is not one of off, on, emulate"
+                "SSNET_TENSOR_CORES / --tensor-cores: '{other}' is not one of off, on, emulate, emulate8x8"
             ))),
         }
     }
@@ -64,16 +65,21 @@ pub struct GpuOptions {
     pub submit_every: Option<usize>,
     /// The adapter's own limits, or WebGPU's defaults.
     pub limits: LimitsMode,
+    /// The matrix-unit tile of the emulated path (`None`: 16×16); the cooperative-matrix path
+    /// takes the adapter's.
+    pub mma_shape: Option<MmaShape>,
 }
 
 impl GpuOptions {
     /// From the environment (`SSNET_TENSOR_CORES`, `SSNET_SUBMIT_EVERY`, `SSNET_LIMITS`).
     pub fn from_env() -> Result<GpuOptions> {
+        let tc = std::env::var("SSNET_TENSOR_CORES").unwrap_or_default();
         Ok(GpuOptions {
-            matrix_units: match std::env::var("SSNET_TENSOR_CORES") {
-                Ok(v) => MatrixUnits::parse(&v)?,
-                Err(_) => MatrixUnits::Off,
-            },
+            matrix_units: MatrixUnits::parse(&tc)?,
+            mma_shape: tc
+                .to_ascii_lowercase()
+                .contains("8x8")
+                .then_some(MmaShape::M8x8),
             submit_every: submit_every_from_env()?,
             limits: match std::env::var("SSNET_LIMITS") {
                 Ok(v) => LimitsMode::parse(&v)?,
@@ -81,36 +87,6 @@ impl GpuOptions {
             },
         })
     }
-}
-
-/// Whether the adapter can run the cooperative-matrix convolution: f16 × f16 → f32 16×16×16
-/// tiles, SHADER_F16, and subgroups of exactly 32 lanes (the kernel's layout).
-pub fn cooperative_matrix_support(a: &wgpu::Adapter) -> std::result::Result<(), String> {
-    let f = a.features();
-    if !f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-        return Err("no EXPERIMENTAL_COOPERATIVE_MATRIX".into());
-    }
-    if !f.contains(wgpu::Features::SHADER_F16) {
-        return Err("no SHADER_F16".into());
-    }
-    let tile = a.cooperative_matrix_properties().iter().any(|c| {
-        c.m_size == 16
-            && c.n_size == 16
-            && c.k_size == 16
-            && c.ab_type == wgpu::CooperativeScalarType::F16
-            && c.cr_type == wgpu::CooperativeScalarType::F32
-    });
-    if !tile {
-        return Err("no f16 x f16 -> f32 16x16x16 cooperative matrix".into());
-    }
-    let info = a.get_info();
-    if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
-        return Err(format!(
-            "subgroups of {}..{} lanes (the kernel needs exactly 32)",
-            info.subgroup_min_size, info.subgroup_max_size
-        ));
-    }
-    Ok(())
 }
 
 /// `SSNET_SUBMIT_EVERY=N`: submit the pending work every N dispatches (default

@@ -290,6 +290,8 @@ impl Unit {
         let entry = self.entry(family);
         match self {
             Unit::Mma(Shader::ConvMmaEmulated) => format!("{entry}_emulated"),
+            Unit::Mma(Shader::ConvMma8) => format!("{entry}_8x8"),
+            Unit::Mma(Shader::ConvMma8Emulated) => format!("{entry}_8x8_emulated"),
             _ => entry.to_string(),
         }
     }

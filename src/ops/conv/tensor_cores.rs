@@ -7,7 +7,7 @@ use super::geometry::{conv_geom, fwd_params, u, wgrad_params, y_shape, ConvParam
 use super::launch::{launch, tile_fit, Operands};
 use super::plan::Unit;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, MatrixUnits, Shader};
+use crate::gpu::{Gpu, MatrixUnits, MmaShape, Shader};
 use crate::tensor::{numel, DType, Tensor};
 use std::sync::Arc;
 
@@ -18,8 +18,14 @@ use std::sync::Arc;
 pub(super) fn mma_shader(gpu: &Arc<Gpu>) -> Option<Shader> {
     let shader = match gpu.matrix_units() {
         MatrixUnits::Off => return None,
-        MatrixUnits::Coop => Shader::ConvMma,
-        MatrixUnits::Emulated => Shader::ConvMmaEmulated,
+        MatrixUnits::Coop => match gpu.mma_shape() {
+            MmaShape::M16x16 => Shader::ConvMma,
+            MmaShape::M8x8 => Shader::ConvMma8,
+        },
+        MatrixUnits::Emulated => match gpu.mma_shape() {
+            MmaShape::M16x16 => Shader::ConvMmaEmulated,
+            MmaShape::M8x8 => Shader::ConvMma8Emulated,
+        },
     };
     if gpu.matrix_check.lock().unwrap().is_none() {
         let r = check_mma(gpu, shader).map_err(|e| e.to_string());
