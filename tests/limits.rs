@@ -161,3 +161,33 @@ fn a_pipeline_over_the_workgroup_memory_limit_is_refused_naming_it() {
     let f = footprint(Shader::ConvMmaEmulated, "conv_mma", &consts).unwrap();
     assert!(f.workgroup_bytes > 16384, "{f:?}");
 }
+
+/// The full training configurations need tensors over WebGPU's 128 MiB binding (what
+/// `ssnet devices` reports as their needs): their first such tensor is refused naming the
+/// limit, before anything runs. LA: VNet's 16-channel activations of 4 × 112×112×80
+/// (245 MiB); ACDC: UNet's top decoder concatenation, 32 channels of 24 × 256×256 (192 MiB).
+#[test]
+fn full_size_training_batches_are_refused_under_webgpu_limits_naming_the_limit() {
+    use ssnet::nn::{Arch, Model, ModelConfig, Pass};
+    let g = strict(MatrixUnits::Off);
+    for (arch, shape) in [
+        (Arch::VNet, vec![4usize, 1, 112, 112, 80]),
+        (Arch::UNet, vec![24, 1, 256, 256]),
+    ] {
+        let cfg = ModelConfig {
+            arch,
+            in_channels: 1,
+            num_classes: 2,
+        };
+        let model = Model::init(&g, cfg, 1).unwrap();
+        let x = Tensor::from_f32(&g, &vec![0.0; shape.iter().product()], &shape).unwrap();
+        let e = ssnet::autograd::no_grad(|| model.forward(&x, Pass::EVAL))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("max_storage_buffer_binding_size") && e.contains("SSNET_LIMITS=webgpu"),
+            "{arch:?} {shape:?}: {e}"
+        );
+    }
+}

@@ -318,7 +318,9 @@ fn translate(
                     && spec.entry.ends_with("_mma")
                     && !words.iter().any(|w| w & 0xffff == 4459)
                 {
-                    return Err(format!("{what}: no OpCooperativeMatrixMulAddKHR in the SPIR-V"));
+                    return Err(format!(
+                        "{what}: no OpCooperativeMatrixMulAddKHR in the SPIR-V"
+                    ));
                 }
                 if let Some(exe) = val {
                     let f = dir.join("module.spv");
@@ -354,7 +356,11 @@ fn translate(
                     return Err(format!("{what}: MSL lacks the entry point"));
                 }
                 // Metal's simdgroup matrices of the tile's side.
-                let side = if spec.shader == Shader::ConvMma8 { 8 } else { 16 };
+                let side = if spec.shader == Shader::ConvMma8 {
+                    8
+                } else {
+                    16
+                };
                 let simd = format!("simdgroup_float{side}x{side}");
                 if is_coop(spec.shader) && spec.entry.ends_with("_mma") && !text.contains(&simd) {
                     return Err(format!("{what}: no {simd} in the MSL"));

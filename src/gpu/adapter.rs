@@ -19,8 +19,18 @@ pub struct AdapterReport {
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
     pub max_invocations: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_workgroups_per_dimension: u32,
     pub features: Vec<&'static str>,
     pub cooperative_matrix: usize,
+    /// The tensor-core path: its tile (`16x16x16` / `8x8x8`), or why not.
+    pub tensor_cores: std::result::Result<&'static str, String>,
+    /// SHADER_F16: the emulated tensor-core path (a correctness check) can run.
+    pub shader_f16: bool,
+    /// TIMESTAMP_QUERY: `ssnet bench` reports GPU time, tuning can time candidates.
+    pub timestamps: bool,
+    /// Subgroup sizes the adapter may use (min, max lanes).
+    pub subgroup_sizes: (u32, u32),
 }
 
 pub(super) fn instance() -> wgpu::Instance {
@@ -72,8 +82,14 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
         max_buffer_size: l.max_buffer_size,
         max_workgroup_storage: l.max_compute_workgroup_storage_size,
         max_invocations: l.max_compute_invocations_per_workgroup,
+        max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+        max_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
         features: features_of_interest(a.features()),
         cooperative_matrix: super::matrix_units::reported_configs(a).len(),
+        tensor_cores: super::matrix_units::cooperative_matrix_support(a).map(|s| s.name()),
+        shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+        timestamps: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
     }
 }
 
