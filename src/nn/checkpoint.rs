@@ -23,8 +23,65 @@ pub struct Contents {
     pub metadata: HashMap<String, String>,
 }
 
+/// A checkpoint path that can be read: an existing file, else one line saying what it is
+/// (a folder: which checkpoints it holds).
+pub fn check_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let held: Vec<String> = ["best.safetensors", "last.safetensors"]
+            .iter()
+            .filter(|n| path.join(n).is_file())
+            .map(|n| path.join(n).display().to_string())
+            .collect();
+        return Err(Error::file(
+            path,
+            if held.is_empty() {
+                "is a folder, not a checkpoint file (it holds no best.safetensors or last.safetensors)".to_string()
+            } else {
+                format!(
+                    "is a folder, not a checkpoint file: give one of {}",
+                    held.join(", ")
+                )
+            },
+        ));
+    }
+    if !path.is_file() {
+        return Err(Error::file(path, "checkpoint not found"));
+    }
+    Ok(())
+}
+
+/// Largest weight magnitude of a checkpoint that is not diverged. Trained SS-Net weights
+/// stay within a few units; a value past this is a run that blew up. BatchNorm running
+/// statistics are exempt (on raw intensities, CT in HU, a variance of 1e6 is ordinary).
+pub const MAX_ABS_WEIGHT: f32 = 1e6;
+
+/// Every tensor finite and, except BatchNorm running statistics, within ±[`MAX_ABS_WEIGHT`]:
+/// else one line naming the first bad tensor.
+pub fn check_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Vec<f32>)>,
+) -> std::result::Result<(), String> {
+    for (name, v) in tensors {
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "tensor '{name}' holds {bad} NaN or infinite values: the weights diverged"
+            ));
+        }
+        if name.contains("running_") {
+            continue;
+        }
+        if let Some(m) = v.iter().map(|x| x.abs()).find(|&m| m > MAX_ABS_WEIGHT) {
+            return Err(format!(
+                "tensor '{name}' holds a value of magnitude {m:e} (beyond {MAX_ABS_WEIGHT:e}): the weights diverged"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Read every tensor of a safetensors file as f32 (F32 as is; U8/I64/F64 converted).
 pub fn read(path: &Path) -> Result<Contents> {
+    check_file(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -87,11 +144,53 @@ pub fn write(
         .collect::<Result<_>>()?;
     let data = safetensors::serialize(views, Some(metadata.clone()))
         .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
+    let data = canonical_header(data)
+        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
     atomic_write(path, &data)
 }
 
+/// The same safetensors bytes with the JSON header's keys sorted (tensors and
+/// `__metadata__`): safetensors writes its metadata `HashMap` in a random order, so the same
+/// checkpoint would otherwise differ from run to run. Offsets are untouched.
+fn canonical_header(data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let b: BTreeMap<String, Value> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::to_value(b).unwrap_or(Value::Null)
+            }
+            v => v,
+        }
+    }
+    let n = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .filter(|&n| 8 + n <= data.len())
+        .ok_or("bad header length")?;
+    let header: Value = serde_json::from_slice(&data[8..8 + n]).map_err(|e| e.to_string())?;
+    let header = sorted(header);
+    // Sorted through a BTreeMap even if serde_json keeps insertion order (preserve_order).
+    let text = match &header {
+        Value::Object(m) => {
+            let b: BTreeMap<&String, &Value> = m.iter().collect();
+            serde_json::to_string(&b).map_err(|e| e.to_string())?
+        }
+        _ => return Err("the header is not a JSON object".into()),
+    };
+    let mut head = text.into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + data.len() - 8 - n);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&data[8 + n..]);
+    Ok(out)
+}
+
 /// Moved to [`crate::fsutil`] (a lower floor: `gpu::tune` uses it too); kept here by name.
-pub use crate::fsutil::atomic_write;
+pub use crate::fsutil::{atomic_write, remove_stale_temporaries};
 
 /// The model configuration of a checkpoint: from its metadata, else from its tensors.
 pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
@@ -144,6 +243,12 @@ impl Model {
                 }
             }
         }
+        check_finite(c.tensors.iter().map(|(k, (v, _))| (k, v))).map_err(|m| {
+            Error::file(
+                path,
+                format!("{m}; refusing this checkpoint (use an earlier one)"),
+            )
+        })?;
         // `ssnet train`'s last.safetensors also holds the optimiser state: skip it.
         let values = c
             .tensors
@@ -172,5 +277,26 @@ impl Model {
             serde_json::to_string(&self.cfg).unwrap_or_default(),
         );
         write(path, &tensors, &metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverged_or_non_finite_weights_are_named() {
+        let t = |name: &str, v: f32| (name.to_string(), vec![0.5, v]);
+        let ok = [t("a.weight", 2.0), t("bn.running_var", 1e9)];
+        check_finite(ok.iter().map(|(k, v)| (k, v))).unwrap();
+        let big = [t("a.weight", 2.0), t("b.weight", -3e7)];
+        let e = check_finite(big.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("'b.weight'") && e.contains("diverged"), "{e}");
+        let nan = [t("c.bias", f32::INFINITY)];
+        let e = check_finite(nan.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(
+            e.contains("'c.bias'") && e.contains("NaN or infinite"),
+            "{e}"
+        );
     }
 }
