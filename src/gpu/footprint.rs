@@ -123,42 +123,34 @@ impl Gpu {
     ) -> Result<()> {
         let f = footprint(shader, entry, constants)?;
         let l = &self.limits;
-        let over = |need: u32, have: u32, limit: &str, unit: &str| {
-            Error::gpu(format!(
-                "pipeline {}::{entry} {constants:?} needs {need} {unit}, the device offers {have} ({limit}{})",
-                shader.file(),
-                self.limits_note()
-            ))
-        };
-        if f.workgroup_bytes > l.max_compute_workgroup_storage_size {
-            return Err(over(
+        for (need, have, limit, unit) in [
+            (
                 f.workgroup_bytes,
                 l.max_compute_workgroup_storage_size,
                 "max_compute_workgroup_storage_size",
                 "bytes of workgroup memory",
-            ));
-        }
-        if f.invocations > l.max_compute_invocations_per_workgroup {
-            return Err(over(
+            ),
+            (
                 f.invocations,
                 l.max_compute_invocations_per_workgroup,
                 "max_compute_invocations_per_workgroup",
                 "invocations per workgroup",
-            ));
-        }
-        if f.storage_buffers > l.max_storage_buffers_per_shader_stage {
-            return Err(over(
+            ),
+            (
                 f.storage_buffers,
                 l.max_storage_buffers_per_shader_stage,
                 "max_storage_buffers_per_shader_stage",
                 "storage buffers",
-            ));
+            ),
+        ] {
+            if need > have {
+                return Err(Error::gpu(format!(
+                    "pipeline {}::{entry} {constants:?} needs {need} {unit}, the device offers {have} ({limit}{})",
+                    shader.file(),
+                    self.limits_note()
+                )));
+            }
         }
         Ok(())
-    }
-
-    /// Whether the pipeline fits this device (see [`Gpu::check_footprint`]).
-    pub fn fits(&self, shader: Shader, entry: &str, constants: &[(&str, f64)]) -> bool {
-        self.check_footprint(shader, entry, constants).is_ok()
     }
 }
