@@ -19,20 +19,24 @@ use std::sync::{Arc, OnceLock};
 
 const TOL_F16: f64 = 2e-3;
 
+/// The test adapter opened with the emulated matrix-unit path on `shape` (a failure when
+/// there is none).
+fn open_emulated(shape: MmaShape) -> Arc<Gpu> {
+    Gpu::with_options(
+        std::env::var("SSNET_DEVICE").ok().as_deref(),
+        GpuOptions {
+            matrix_units: MatrixUnits::Emulated,
+            mma_shape: Some(shape),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
+}
+
 /// The test adapter opened with the emulated matrix-unit path (a failure when there is none).
 fn emu() -> Arc<Gpu> {
     static G: OnceLock<Arc<Gpu>> = OnceLock::new();
-    G.get_or_init(|| {
-        Gpu::with_options(
-            std::env::var("SSNET_DEVICE").ok().as_deref(),
-            GpuOptions {
-                matrix_units: MatrixUnits::Emulated,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
-    })
-    .clone()
+    G.get_or_init(|| open_emulated(MmaShape::M16x16)).clone()
 }
 
 fn numel(s: &[usize]) -> usize {
@@ -54,18 +58,7 @@ fn check(x_shape: &[usize], w_shape: &[usize], s: usize, p: usize, seed: u64, gy
 /// each 16×16 product assembled from 8×8 fragments.
 fn emu8() -> Arc<Gpu> {
     static G: OnceLock<Arc<Gpu>> = OnceLock::new();
-    G.get_or_init(|| {
-        Gpu::with_options(
-            std::env::var("SSNET_DEVICE").ok().as_deref(),
-            GpuOptions {
-                matrix_units: MatrixUnits::Emulated,
-                mma_shape: Some(MmaShape::M8x8),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
-    })
-    .clone()
+    G.get_or_init(|| open_emulated(MmaShape::M8x8)).clone()
 }
 
 /// [`check`] on the device `g`.
