@@ -17,6 +17,7 @@
 //! tensor   GPU tensor handle: shape, dtype, pooled buffer, upload / readback
 //! gpu      adapter + device + limits, error scopes, buffer pool, shader registry, dispatch
 //! data, metrics   plain CPU code (NIfTI, HDF5, datasets, augmentation; Dice, 95HD, ASD...)
+//! fsutil, error    atomic file writes, the one error type: used by every floor
 //! reference       the CPU twin of every kernel, f64 accumulation (tests, debugging)
 //! ```
 //!
@@ -24,6 +25,7 @@
 //! validated by naga in a plain `cargo test`.
 
 pub mod error;
+pub mod fsutil;
 pub mod golden;
 
 pub mod admt;

@@ -1,5 +1,5 @@
 //! Losses: cross-entropy (mean) on logits, and SS-Net's Dice family on probabilities.
-//! Shader: `shaders/loss.wgsl`. The upstream gradient stays on the GPU (a [1] tensor read by
+//! Shader: `shaders/loss.wgsl`. The upstream gradient stays on the GPU (a `[1]` tensor read by
 //! the backward kernels): no readback anywhere.
 //!
 //! Dice losses take the softmax output `p` [N, C, ...] and a target, either a u32 label map
@@ -197,7 +197,7 @@ pub enum DiceTarget<'a> {
     Soft(&'a Tensor),
 }
 
-/// A Dice loss of probabilities `p` [N, C, ...] against `target`: a [1] tensor.
+/// A Dice loss of probabilities `p` [N, C, ...] against `target`: a `[1]` tensor.
 pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<Tensor> {
     let op = match kind {
         DiceKind::BinaryForeground => "binary_dice_loss",
@@ -298,8 +298,8 @@ pub fn whole_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     dice_loss(p, DiceTarget::Soft(q), DiceKind::Whole)
 }
 
-/// The fused softmax + Dice loss of [`softmax_dice`]: the loss ([1], on the tape for the
-/// logits) and how many labels were out of range ([1] f32, 0 when all are < C).
+/// The fused softmax + Dice loss of [`softmax_dice`]: the loss (`[1]`, on the tape for the
+/// logits) and how many labels were out of range (`[1]` f32, 0 when all are < C).
 pub struct SoftmaxDice {
     pub loss: Tensor,
     pub invalid_labels: Tensor,
