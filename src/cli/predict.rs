@@ -408,6 +408,10 @@ pub fn run(a: PredictArgs, device: Option<&str>) -> Result<()> {
     }
     let gpu = Gpu::new(device)?;
     let model = Model::load(&gpu, &a.checkpoint)?;
+    if let Some(train_cfg) = crate::cli::own::checkpoint_config(&a.checkpoint)? {
+        // Trained on own data: its preprocessing and inverse (cli::own).
+        return crate::cli::own::predict(&a, &model, &train_cfg, &gpu);
+    }
     let cfg = a.infer.config(model.cfg.arch)?;
     std::fs::create_dir_all(&a.output)
         .map_err(|e| Error::file(&a.output, format!("cannot create output folder: {e}")))?;

@@ -6,6 +6,7 @@
 //! ssnet train --preset acdc --data /path/to/ACDC --labelnum 7
 //! ssnet train --config my.toml --max-iterations 2000 --lr 0.005
 //! ssnet train --resume runs/la [--max-iterations 20000]
+//! ssnet train --data MY_DATASET --out runs/mine [--labelnum 4]  # own data: see cli::own
 //! ```
 //!
 //! Configuration layers (see `train::config`): preset → `--config` file → flags. Every key of
@@ -135,6 +136,9 @@ pub struct TrainArgs {
     /// Predict and evaluate the test split after training: true or false.
     #[arg(long, value_name = "BOOL")]
     pub final_eval: Option<bool>,
+    /// Flags of an own dataset (a Decathlon, nnU-Net v2 or plain images/ + labels/ folder).
+    #[command(flatten)]
+    pub own: crate::cli::own::OwnArgs,
 }
 
 /// `112,112,80` or `112x112x80`.
@@ -308,7 +312,7 @@ pub fn fresh_config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 /// The GPU, with tile autotuning turned on when `tune` (SSNET_TUNE=1 turns it on anyway).
-fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
+pub(crate) fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
     let gpu = Gpu::new(device)?;
     if tune && !gpu.tuning_enabled() {
         gpu.enable_tuning(None);
@@ -317,6 +321,9 @@ fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
 }
 
 pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
+    if crate::cli::own::wants_own(&a) {
+        return crate::cli::own::train(&a, device);
+    }
     let mut run = match &a.resume {
         Some(dir) => {
             if a.preset.is_some() || a.config.is_some() {
@@ -341,7 +348,7 @@ pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(cfg: &TrainConfig, s: &Summary) {
+pub(crate) fn print_summary(cfg: &TrainConfig, s: &Summary) {
     println!(
         "done: {} iterations ({} in this run) in {:.1} s",
         s.iterations, s.iterations_this_run, s.elapsed_s

@@ -16,6 +16,7 @@
 //! `--channel K`, which picks one (`<case>_000K` files, or volume K of a Decathlon 4-D file).
 
 pub mod dataset_json;
+pub mod read;
 pub mod split;
 
 use crate::data::nifti::{self, Volume};
