@@ -15,6 +15,7 @@
 //! SS-Net's networks take one channel: a dataset with several is an error naming
 //! `--channel K`, which picks one (`<case>_000K` files, or volume K of a Decathlon 4-D file).
 
+pub mod convert;
 pub mod dataset_json;
 pub mod read;
 pub mod split;
