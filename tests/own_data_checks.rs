@@ -1,0 +1,330 @@
+//! Own datasets without training: layout detection, the seeded split, preprocessing of real
+//! scans (a flipped, re-sampled scan lands on the grid of the original), the cache
+//! fingerprint, and every bad input of the issue as a one-line error naming the file and the
+//! fix, with nothing written (through the `ssnet` binary).
+
+use ssnet::data::layout::convert::{acdc_cases, Converted};
+use ssnet::data::layout::{read, LayoutKind, OpenOptions, OwnDataset, Split, SplitOptions};
+use ssnet::data::nifti::{self, Volume};
+use ssnet::data::preprocess::{self, Intensity, Preprocessing};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// A small synthetic scan (8×8×4, 1 mm) and a label map with a block of class `class`.
+fn scan(seed: u32, class: u8) -> (Volume, Vec<u8>) {
+    let data: Vec<f32> = (0..256u32)
+        .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 10.0 + 1.0)
+        .collect();
+    let v = Volume::new(data, [8, 8, 4], [1.0, 1.0, 1.0]).unwrap();
+    let label = (0..256)
+        .map(|i| if (i % 64) < 20 { class } else { 0 })
+        .collect();
+    (v, label)
+}
+
+/// A plain layout: `n` scans, the first `labelled` with labels.
+fn plain(dir: &Path, n: usize, labelled: usize) -> PathBuf {
+    for d in ["images", "labels"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    for i in 0..n {
+        let (v, l) = scan(i as u32, 1);
+        nifti::write_volume(dir.join(format!("images/case{i}.nii.gz")), &v.data, &v).unwrap();
+        if i < labelled {
+            nifti::write_labels(dir.join(format!("labels/case{i}.nii.gz")), &l, &v).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// An MSD layout of `n` labelled synthetic scans with `labels` in dataset.json.
+fn msd(dir: &Path, n: usize, labels: &str, modality: &str) -> PathBuf {
+    for d in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let mut training = Vec::new();
+    for i in 0..n {
+        let (v, l) = scan(i as u32, 1);
+        nifti::write_volume(dir.join(format!("imagesTr/c{i}.nii.gz")), &v.data, &v).unwrap();
+        nifti::write_labels(dir.join(format!("labelsTr/c{i}.nii.gz")), &l, &v).unwrap();
+        training.push(format!(
+            r#"{{"image": "./imagesTr/c{i}.nii.gz", "label": "./labelsTr/c{i}.nii.gz"}}"#
+        ));
+    }
+    std::fs::write(
+        dir.join("dataset.json"),
+        format!(
+            r#"{{"modality": {modality}, "labels": {labels}, "training": [{}], "test": []}}"#,
+            training.join(", ")
+        ),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+/// `ssnet train` on `data` must fail with one line naming `names` and containing `says`,
+/// leaving no run folder.
+fn refuses(data: &Path, extra: &[&str], names: &str, says: &str) {
+    let run = data.parent().unwrap().join("run_refused");
+    let mut args = vec![
+        "train".to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        run.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ssnet"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Lines of the Vulkan loader (no display server) are not ours.
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    println!("{}", ours.join("\n"));
+    assert!(!out.status.success(), "accepted: {args:?}");
+    assert_eq!(ours.len(), 1, "not one line: {ours:?}");
+    assert!(
+        ours[0].starts_with("error: ") && ours[0].contains(names) && ours[0].contains(says),
+        "{}",
+        ours[0]
+    );
+    assert!(!run.exists(), "a run folder was written on bad input");
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors_naming_the_file_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |n: &str| tmp.path().join(n);
+
+    // No labelled case.
+    let d = plain(&t("nolabel"), 3, 0);
+    refuses(&d, &[], "nolabel", "no labelled case");
+
+    // Fewer labelled cases than --labelnum.
+    let d = plain(&t("few"), 4, 3);
+    refuses(
+        &d,
+        &["--labelnum", "5"],
+        "few",
+        "--labelnum 5 but only 2 labelled",
+    );
+
+    // Image and label of different shapes.
+    let d = plain(&t("shape"), 3, 2);
+    let small = Volume::new(vec![0.0; 128], [8, 8, 2], [1.0; 3]).unwrap();
+    nifti::write_labels(d.join("labels/case1.nii.gz"), &[0u8; 128], &small).unwrap();
+    refuses(&d, &[], "labels/case1.nii.gz", "label dims");
+
+    // Image and label with affines 1 mm apart.
+    let d = plain(&t("affine"), 3, 2);
+    let (mut v, l) = scan(1, 1);
+    v.header.srow_x[3] = 1.0;
+    nifti::write_labels(d.join("labels/case1.nii.gz"), &l, &v).unwrap();
+    refuses(&d, &[], "labels/case1.nii.gz", "label affine differs");
+
+    // A label value dataset.json does not list.
+    let d = msd(
+        &t("values"),
+        3,
+        r#"{"0": "background", "1": "organ"}"#,
+        r#"{"0": "MRI"}"#,
+    );
+    let (v, mut l) = scan(2, 1);
+    l[0] = 2;
+    nifti::write_labels(d.join("labelsTr/c2.nii.gz"), &l, &v).unwrap();
+    refuses(
+        &d,
+        &[],
+        "labelsTr/c2.nii.gz",
+        "label value 2 is not in dataset.json",
+    );
+
+    // A 4-D image.
+    let d = plain(&t("fourd"), 3, 2);
+    let arr = ndarray::Array4::<f32>::from_elem((8, 8, 4, 2), 1.0);
+    std::fs::remove_file(d.join("images/case0.nii.gz")).unwrap();
+    ::nifti::writer::WriterOptions::new(d.join("images/case0.nii.gz"))
+        .write_nifti(&arr)
+        .unwrap();
+    refuses(&d, &[], "images/case0.nii.gz", "4-D image");
+
+    // Non-finite voxels.
+    let d = plain(&t("nan"), 3, 2);
+    let (mut v, _) = scan(0, 1);
+    v.data[5] = f32::NAN;
+    nifti::write_volume(d.join("images/case0.nii.gz"), &v.data, &v).unwrap();
+    refuses(&d, &[], "images/case0.nii.gz", "NaN or infinite");
+
+    // dataset.json naming a missing file.
+    let d = msd(
+        &t("missing"),
+        3,
+        r#"{"0": "background", "1": "organ"}"#,
+        r#"{"0": "MRI"}"#,
+    );
+    std::fs::remove_file(d.join("labelsTr/c1.nii.gz")).unwrap();
+    refuses(&d, &[], "dataset.json", "missing label file");
+
+    // Duplicate case ids.
+    let d = plain(&t("dup"), 3, 2);
+    let (v, _) = scan(0, 1);
+    nifti::write_volume(d.join("images/case0.nii"), &v.data, &v).unwrap();
+    refuses(&d, &[], "case0", "duplicate case id 'case0'");
+
+    // Several channels without --channel.
+    let d = msd(
+        &t("multi"),
+        3,
+        r#"{"0": "background", "1": "organ"}"#,
+        r#"{"0": "CT", "1": "PET"}"#,
+    );
+    refuses(&d, &[], "dataset.json", "--channel K");
+
+    // A label without its image.
+    let d = plain(&t("orphan"), 3, 2);
+    let (v, l) = scan(0, 1);
+    nifti::write_labels(d.join("labels/ghost.nii.gz"), &l, &v).unwrap();
+    refuses(&d, &[], "labels/ghost.nii.gz", "label without its image");
+}
+
+#[test]
+fn an_empty_label_map_is_a_warning_and_the_case_still_prepares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = plain(tmp.path(), 3, 2);
+    let (v, _) = scan(0, 1);
+    nifti::write_labels(d.join("labels/case0.nii.gz"), &[0u8; 256], &v).unwrap();
+    let ds = OwnDataset::open(&d, &OpenOptions::default()).unwrap();
+    let pair = read::read_case(ds.case("case0").unwrap(), None).unwrap();
+    assert_eq!(pair.warnings.len(), 1);
+    assert!(pair.warnings[0].contains("empty label map") && pair.warnings[0].contains("case0"));
+}
+
+#[test]
+fn layouts_are_detected_and_the_split_is_seeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = plain(&tmp.path().join("p"), 10, 8);
+    let ds = OwnDataset::open(&d, &OpenOptions::default()).unwrap();
+    assert_eq!(ds.kind, LayoutKind::Plain);
+    assert_eq!(ds.labelled().count(), 8);
+    let o = SplitOptions {
+        labelnum: Some(3),
+        ..SplitOptions::default()
+    };
+    let a = Split::choose(&ds, &o).unwrap();
+    assert_eq!(a, Split::choose(&ds, &o).unwrap(), "same seed, same split");
+    assert_eq!(
+        (a.labelled.len(), a.validation.len(), a.unlabelled.len()),
+        (3, 2, 5)
+    );
+    let b = Split::choose(
+        &ds,
+        &SplitOptions {
+            seed: 7,
+            ..o.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!((b.labelled.len(), b.validation.len()), (3, 2));
+    // splits.json round trip, checked against the dataset.
+    a.write(tmp.path()).unwrap();
+    assert_eq!(Split::read(tmp.path(), &ds).unwrap(), a);
+    std::fs::remove_file(d.join(format!("labels/{}.nii.gz", a.labelled[0]))).unwrap();
+    let ds2 = OwnDataset::open(&d, &OpenOptions::default()).unwrap();
+    let e = Split::read(tmp.path(), &ds2).unwrap_err().to_string();
+    assert!(
+        e.contains("splits.json") && e.contains(&a.labelled[0]),
+        "{e}"
+    );
+
+    let m = msd(
+        &tmp.path().join("m"),
+        2,
+        r#"{"0": "background", "1": "organ"}"#,
+        r#"{"0": "CT"}"#,
+    );
+    let ds = OwnDataset::open(&m, &OpenOptions::default()).unwrap();
+    assert_eq!((ds.kind, ds.is_ct()), (LayoutKind::Msd, true));
+}
+
+fn dice(a: &[u8], b: &[u8], c: u8) -> f64 {
+    let (mut i, mut s) = (0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        i += (x == c && y == c) as usize;
+        s += (x == c) as usize + (y == c) as usize;
+    }
+    2.0 * i as f64 / s.max(1) as f64
+}
+
+#[test]
+fn a_flipped_coarser_rescan_lands_on_the_grid_of_the_original() {
+    let ids = vec!["patient099_frame01".to_string()];
+    let c = acdc_cases(&shared().join("acdc"), &ids, Some([64, 64, 8]))
+        .unwrap()
+        .remove(0);
+    let Converted { image, label, .. } = c;
+    let label = label.unwrap();
+    // Re-saved: 2 mm in-plane (every second voxel), x reversed and the affine flipped.
+    let [nx, ny, nz] = image.dims;
+    let (mx, my) = (nx / 2, ny / 2);
+    let (mut d, mut l) = (Vec::new(), Vec::new());
+    for z in 0..nz {
+        for y in 0..my {
+            for x in 0..mx {
+                let src = (z * ny + 2 * y) * nx + 2 * (mx - 1 - x);
+                d.push(image.data[src]);
+                l.push(label[src]);
+            }
+        }
+    }
+    let mut r = Volume::new(d, [mx, my, nz], [2.0, 2.0, 10.0]).unwrap();
+    r.affine[(0, 0)] = -2.0;
+    let p = Preprocessing {
+        intensity: Intensity::ZScore,
+        target_spacing: Some([1.0, 1.0, 10.0]),
+        crop_nonzero: false,
+    };
+    let a = preprocess::prepare(&image, Some(&label), &p).unwrap();
+    let b = preprocess::prepare(&r, Some(&l), &p).unwrap();
+    assert_eq!(b.geometry.shape, a.geometry.shape);
+    let (la, lb) = (a.label.unwrap(), b.label.unwrap());
+    for c in 1..=3u8 {
+        let same = dice(&la, &lb, c);
+        assert!(
+            same > 0.75,
+            "class {c}: Dice {same:.3} between the original and the rescan"
+        );
+    }
+    // Unflipped it would be mirrored: check the test can tell.
+    let mut mirrored = lb.clone();
+    let w = b.geometry.shape[2];
+    for row in mirrored.chunks_mut(w) {
+        row.reverse();
+    }
+    assert!(dice(&la, &mirrored, 3) < dice(&la, &lb, 3) - 0.1);
+}
+
+#[test]
+fn the_cache_fingerprint_changes_with_any_input_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = plain(&tmp.path().join("p"), 3, 2);
+    let f = d.join("images/case0.nii.gz");
+    let files = [f.as_path()];
+    let a = preprocess::cache::fingerprint(&files, "{}").unwrap();
+    assert_eq!(a, preprocess::cache::fingerprint(&files, "{}").unwrap());
+    assert_ne!(
+        a,
+        preprocess::cache::fingerprint(&files, "{\"x\":1}").unwrap()
+    );
+    let (mut v, _) = scan(0, 1);
+    v.data[0] += 1.0;
+    nifti::write_volume(&f, &v.data, &v).unwrap();
+    assert_ne!(a, preprocess::cache::fingerprint(&files, "{}").unwrap());
+}
