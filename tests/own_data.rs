@@ -366,6 +366,6 @@ fn la_scans_as_plain_nifti_folder_train_a_vnet_and_predict_on_their_grid() {
         s(&pred),
     ]);
     check_geometry(&inputs_of(&ds.join("images")), &pred);
-    let ev = ok(&["eval", "--pred", s(&pred), "--gt", s(&ds.join("labels"))]);
+    let ev = ok(&["eval", "--pred", s(&pred), "--gt", s(&ds)]);
     assert!(ev.contains("2 cases"), "{ev}");
 }

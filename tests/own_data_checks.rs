@@ -328,3 +328,101 @@ fn the_cache_fingerprint_changes_with_any_input_byte() {
     nifti::write_volume(&f, &v.data, &v).unwrap();
     assert_ne!(a, preprocess::cache::fingerprint(&files, "{}").unwrap());
 }
+
+#[test]
+fn channel_k_picks_a_volume_of_a_4d_decathlon_file_or_the_000k_file_of_nnunet_v2() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Decathlon, two modalities in 4-D files: volume k holds the value k + 1.
+    let m = tmp.path().join("msd");
+    std::fs::create_dir_all(m.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(m.join("labelsTr")).unwrap();
+    let arr = ndarray::Array4::<f32>::from_shape_fn((8, 8, 4, 2), |(x, _, _, k)| {
+        (k + 1) as f32 * 10.0 + x as f32
+    });
+    ::nifti::writer::WriterOptions::new(m.join("imagesTr/a.nii.gz"))
+        .write_nifti(&arr)
+        .unwrap();
+    let (v, l) = scan(0, 1);
+    nifti::write_labels(m.join("labelsTr/a.nii.gz"), &l, &v).unwrap();
+    std::fs::write(
+        m.join("dataset.json"),
+        r#"{"modality": {"0": "FLAIR", "1": "T2"}, "labels": {"0": "background", "1": "tumour"},
+            "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}], "test": []}"#,
+    )
+    .unwrap();
+    let ds = OwnDataset::open(
+        &m,
+        &OpenOptions {
+            channel: Some(1),
+            unlabelled: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(ds.modality(), "T2");
+    let c = ds.case("a").unwrap();
+    assert_eq!(c.volume, Some(1));
+    let img = c.read_image().unwrap();
+    assert_eq!(img.dims, [8, 8, 4]);
+    // [z][y][x] order: x fastest.
+    assert_eq!((img.data[0], img.data[3]), (20.0, 23.0));
+    let e = OwnDataset::open(
+        &m,
+        &OpenOptions {
+            channel: Some(2),
+            unlabelled: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--channel 2 is out of range"), "{e}");
+
+    // nnU-Net v2: <case>_0001 is channel 1; the label is <case>.nii.gz.
+    let n = tmp.path().join("v2");
+    std::fs::create_dir_all(n.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(n.join("labelsTr")).unwrap();
+    for k in 0..2 {
+        let (v, _) = scan(k, 1);
+        nifti::write_volume(n.join(format!("imagesTr/b_{k:04}.nii.gz")), &v.data, &v).unwrap();
+    }
+    nifti::write_labels(n.join("labelsTr/b.nii.gz"), &l, &v).unwrap();
+    std::fs::write(
+        n.join("dataset.json"),
+        r#"{"channel_names": {"0": "CT", "1": "PET"}, "labels": {"background": 0, "lesion": 1},
+            "numTraining": 1, "file_ending": ".nii.gz"}"#,
+    )
+    .unwrap();
+    let ds = OwnDataset::open(
+        &n,
+        &OpenOptions {
+            channel: Some(1),
+            unlabelled: None,
+        },
+    )
+    .unwrap();
+    let c = ds.case("b").unwrap();
+    assert!(c.image.ends_with("imagesTr/b_0001.nii.gz") && c.label.is_some());
+    assert!(!ds.is_ct());
+}
+
+#[test]
+fn val_cases_list_fixes_the_validation_cases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = plain(&tmp.path().join("p"), 6, 5);
+    let ds = OwnDataset::open(&d, &OpenOptions::default()).unwrap();
+    let list = tmp.path().join("val.list");
+    std::fs::write(&list, "case1\ncase3\n").unwrap();
+    let o = SplitOptions {
+        val_cases: Some(list.clone()),
+        ..SplitOptions::default()
+    };
+    let s = Split::choose(&ds, &o).unwrap();
+    assert_eq!(s.validation, ["case1", "case3"]);
+    assert_eq!(s.labelled, ["case0", "case2", "case4"]);
+    assert_eq!(s.unlabelled, ["case5"]);
+    std::fs::write(&list, "case5\n").unwrap();
+    let e = Split::choose(&ds, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("val.list") && e.contains("'case5' is not a labelled case"),
+        "{e}"
+    );
+}

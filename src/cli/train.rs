@@ -62,7 +62,8 @@ pub struct TrainArgs {
     /// Dataset root folder.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Labelled scans (LA) or patients (ACDC: 3 → 68 slices, 7 → 136).
+    /// Labelled scans (LA) or patients (ACDC: 3 → 68 slices, 7 → 136); own data: labelled
+    /// cases kept (seeded), the others join the unlabelled stream.
     #[arg(long)]
     pub labelnum: Option<usize>,
     #[arg(long)]

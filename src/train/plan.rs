@@ -254,8 +254,17 @@ impl Plan {
         });
         let in_plane = target[0].max(target[1]);
         let anisotropic = target[2] > 3.0 * in_plane;
+        // Slices are cut along canonical z only: a scan whose coarse axis is x or y trains 3D.
+        let coarse_xy = target[0].max(target[1]) > 3.0 * target[0].min(target[1]).min(target[2]);
         let (network, network_reason) = match o.arch {
             Some(a) => (a, "chosen with --network".to_string()),
+            None if coarse_xy && !anisotropic => (
+                Arch::VNet,
+                format!(
+                    "the coarse axis ({:.3} mm) is x or y, and 2D slices are cut along z only: 3D",
+                    target[0].max(target[1])
+                ),
+            ),
             None if anisotropic => (
                 Arch::UNet,
                 format!(

@@ -122,6 +122,18 @@ pub fn is_own_layout(root: &Path) -> bool {
     root.join("dataset.json").is_file() || root.join("images").is_dir()
 }
 
+/// The label folder of a dataset root in one of the three layouts (`labelsTr/` or
+/// `labels/`), `None` for any other folder.
+pub fn label_folder(root: &Path) -> Option<PathBuf> {
+    if !is_own_layout(root) {
+        return None;
+    }
+    ["labelsTr", "labels"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir())
+}
+
 /// The layout of `root`, or a one-line error saying what was expected.
 pub fn detect(root: &Path) -> Result<(LayoutKind, Option<DatasetJson>)> {
     if !root.is_dir() {
@@ -493,11 +505,28 @@ pub fn read_volume_of_4d(path: &Path, k: usize) -> Result<Volume> {
         dims.get(1).copied().unwrap_or(1),
         dims.get(2).copied().unwrap_or(1),
     ];
+    if vol.len() != nx * ny * nz {
+        return Err(Error::file(
+            path,
+            format!(
+                "volume {k} has {} voxels, dims {dims:?} need {}",
+                vol.len(),
+                nx * ny * nz
+            ),
+        ));
+    }
+    // Ours is [z][y][x] C order (x fastest): the voxels read in Fortran order of [x, y, z].
     let vol = vol
-        .into_shape_with_order(ndarray::IxDyn(&[nx, ny, nz]))
+        .into_dimensionality::<ndarray::Ix3>()
         .map_err(|e| Error::file(path, format!("cannot shape the volume: {e}")))?;
-    // Ours is [z][y][x] C order: the reversed axes of the [x, y, z] array.
-    let data: Vec<f32> = vol.reversed_axes().iter().copied().collect();
+    let mut data = Vec::with_capacity(nx * ny * nz);
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                data.push(vol[[x, y, z]]);
+            }
+        }
+    }
     header.dim = [3, nx as u16, ny as u16, nz as u16, 1, 1, 1, 1];
     header.scl_slope = 1.0;
     header.scl_inter = 0.0;

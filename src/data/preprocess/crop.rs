@@ -79,8 +79,8 @@ mod tests {
     fn crop_uncrop_round_trip() {
         let shape = [2, 3, 4];
         let mut d = vec![0f32; 24];
-        d[(1 * 3 + 1) * 4 + 2] = 5.0;
-        d[(1 * 3 + 2) * 4 + 1] = 7.0;
+        d[(3 + 1) * 4 + 2] = 5.0; // (z 1, y 1, x 2)
+        d[(3 + 2) * 4 + 1] = 7.0; // (z 1, y 2, x 1)
         let b = BBox::nonzero(&d, shape);
         assert_eq!(
             b,

@@ -54,13 +54,8 @@ impl Orientation {
     /// The source voxel index of canonical index `c` (both `[x, y, z]`), `dims` the original's.
     fn source(&self, c: [usize; 3], dims: [usize; 3]) -> [usize; 3] {
         let mut v = [0; 3];
-        for j in 0..3 {
-            let a = self.perm[j];
-            v[a] = if self.flip[j] {
-                dims[a] - 1 - c[j]
-            } else {
-                c[j]
-            };
+        for ((&a, &flip), &cj) in self.perm.iter().zip(&self.flip).zip(&c) {
+            v[a] = if flip { dims[a] - 1 - cj } else { cj };
         }
         v
     }

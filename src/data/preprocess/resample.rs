@@ -25,8 +25,8 @@ fn zoom_to(data: Array3<f32>, to: [usize; 3], order: usize) -> Result<Array3<f32
         )));
     }
     let mut data = data;
-    for a in 0..3 {
-        if from[a] == 1 {
+    for (a, &len) in from.iter().enumerate() {
+        if len == 1 {
             data = ndarray::concatenate(ndarray::Axis(a), &[data.view(), data.view()])
                 .map_err(|e| Error::msg(format!("resample: {e}")))?;
         }
