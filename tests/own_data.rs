@@ -334,27 +334,39 @@ fn la_scans_as_plain_nifti_folder_train_a_vnet_and_predict_on_their_grid() {
         }
     }
     let run = tmp.path().join("run");
+    // Settings from a TOML file too (as RUN/config.toml writes them), flags over them.
+    let toml = tmp.path().join("mine.toml");
+    std::fs::write(
+        &toml,
+        "max_iterations = 2\nval_interval = 2\nbatch_size = 2\n",
+    )
+    .unwrap();
     ok(&[
         "train",
         "--data",
         s(&ds),
         "--out",
         s(&run),
+        "--config",
+        s(&toml),
         "--patch",
         "16,16,16",
-        "--batch-size",
-        "2",
         "--labeled-bs",
         "1",
-        "--max-iterations",
-        "2",
-        "--val-interval",
-        "2",
     ]);
     let plan: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["network"], "vnet");
     assert_eq!(plan["num_classes"], 2);
+    assert_eq!(
+        (plan["patch"][0].as_u64(), plan["batch_size"].as_u64()),
+        (Some(16), Some(2))
+    );
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("max_iterations = 2") && cfg.contains("[own"),
+        "{cfg}"
+    );
     let pred = tmp.path().join("pred");
     ok(&[
         "predict",

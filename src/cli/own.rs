@@ -8,6 +8,10 @@
 //! ssnet predict --checkpoint RUN/best.safetensors --input DIR_OR_FILE --output OUT
 //! ```
 //!
+//! The configuration is layered as for the presets: the plan's preset (`la` for 3D, `acdc`
+//! for 2D), the plan's values (patch, batch, strides), then `--config FILE`'s keys, then the
+//! flags.
+//!
 //! A fresh run: the layout is read and checked, the split chosen (seeded), the plan made and
 //! printed, every case read, checked and preprocessed — and only then is anything written:
 //! `RUN/plan.json`, `RUN/splits.json`, the cache `RUN/preprocessed/<fingerprint>/`, then the
@@ -132,14 +136,26 @@ impl OwnArgs {
     }
 }
 
-/// Whether `ssnet train` should take the own-data path: a fresh run (no preset, config,
-/// dataset kind or resume) whose `--data` is one of the three layouts.
+/// Whether `ssnet train` should take the own-data path: a fresh run (no preset, dataset
+/// kind or resume) whose `--data` is one of the three layouts.
 pub fn wants_own(a: &TrainArgs) -> bool {
     a.resume.is_none()
         && a.preset.is_none()
-        && a.config.is_none()
         && a.dataset.is_none()
         && a.data.as_deref().is_some_and(layout::is_own_layout)
+}
+
+/// The keys of a `--config` TOML file (its `preset`, `dataset` and `own` are the plan's).
+fn config_keys(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::file(path, format!("cannot read config: {e}")))?;
+    let mut t = text
+        .parse::<toml::Table>()
+        .map_err(|e| Error::file(path, format!("not a valid TOML config: {e}")))?;
+    for k in ["preset", "dataset", "own"] {
+        t.remove(k);
+    }
+    Ok(t)
 }
 
 /// The dataset, split and plan of the arguments (nothing written).
@@ -193,8 +209,7 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
         a.labeled_bs,
         Some(gpu.max_binding()),
     )?;
-    let (ds, split, plan) = plan_of(&data, &a.own, a.labelnum, a.seed, &po)?;
-    println!("{}", plan.describe());
+    let (ds, split, mut plan) = plan_of(&data, &a.own, a.labelnum, a.seed, &po)?;
     let own = own_data(&ds, &plan, &a.own, a.labelnum);
     let preset = if plan.network == Arch::VNet {
         Preset::La
@@ -215,6 +230,12 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
         .file_name()
         .map_or("own".to_string(), |n| n.to_string_lossy().into_owned());
     t.insert("out".into(), toml::Value::String(format!("runs/{name}")));
+    // Then the keys of --config, then the flags: both override the plan.
+    if let Some(c) = &a.config {
+        for (k, v) in config_keys(c)? {
+            t.insert(k, v);
+        }
+    }
     for (k, v) in a.overrides()? {
         t.insert(k, v);
     }
@@ -227,6 +248,13 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
         t.insert("val_interval".into(), toml::Value::Integer(0));
     }
     let mut cfg = TrainConfig::resolve(Some(preset), None, &t)?;
+    // plan.json says what is used, overrides included.
+    plan.patch = cfg.patch.clone();
+    plan.batch_size = cfg.batch_size;
+    plan.labeled_bs = cfg.labeled_bs;
+    plan.val_stride_xy = cfg.val_stride_xy;
+    plan.val_stride_z = cfg.val_stride_z;
+    println!("{}", plan.describe());
     if taken(&cfg) && !a.overwrite {
         if a.out.is_some() || cfg.checkpoint_dir.is_some() {
             return Err(Error::file(
