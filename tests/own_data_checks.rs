@@ -426,3 +426,53 @@ fn val_cases_list_fixes_the_validation_cases() {
         "{e}"
     );
 }
+
+#[test]
+fn plan_reads_ct_statistics_from_the_labelled_foreground_and_picks_the_network_by_spacing() {
+    use ssnet::nn::Arch;
+    use ssnet::train::plan::{Plan, PlanOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = msd(
+        &tmp.path().join("ct"),
+        4,
+        r#"{"0": "background", "1": "organ"}"#,
+        r#"{"0": "CT"}"#,
+    );
+    let ds = OwnDataset::open(&d, &OpenOptions::default()).unwrap();
+    let split = Split::choose(&ds, &SplitOptions::default()).unwrap();
+    let plan = Plan::make(&ds, &split, &PlanOptions::default()).unwrap();
+    // Isotropic 1 mm scans of 8×8×4: 3D, patch rounded up to 16s, 2 classes with their names.
+    assert_eq!(plan.network, Arch::VNet);
+    assert_eq!(plan.patch, vec![16, 16, 16]);
+    assert_eq!(
+        (plan.num_classes, plan.class_names.clone()),
+        (2, vec!["organ".to_string()])
+    );
+    let Intensity::Ct { lo, hi, mean, std } = plan.intensity else {
+        panic!("CT scans get the CT normalisation: {:?}", plan.intensity)
+    };
+    // The foreground of the labelled (not validation) scans: values in [1, 101).
+    assert!(
+        1.0 <= lo && lo < mean && mean < hi && hi < 101.0 && std > 0.0,
+        "{lo} {hi} {mean} {std}"
+    );
+    let off = Plan::make(
+        &ds,
+        &split,
+        &PlanOptions {
+            normalize: Some(false),
+            target_spacing: Some([1.0, 1.0, 4.0]),
+            memory_gib: Some(1e-6),
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(off.intensity, Intensity::None);
+    // z four times coarser than x, y: 2D slices, the patch bounded by the (tiny) budget.
+    assert_eq!(off.network, Arch::UNet);
+    assert_eq!(off.patch, vec![16, 16]);
+    assert!(off.memory.max_patch_voxels < 256, "{:?}", off.memory);
+    let json = off.to_json().unwrap();
+    assert_eq!(json, off.to_json().unwrap());
+    assert!(json.contains("\"formula\""), "{json}");
+}
