@@ -774,3 +774,259 @@ fn cli_errors_are_one_line() {
     );
     assert!(!out_dir.join("vol.nii.gz").exists());
 }
+
+// ---------------------------------------------------------------- never lose a file (issue 12)
+
+/// A tiny real ACDC case `X.nii.gz` (+ `X_gt.nii.gz`) in `dir`, and a UNet checkpoint.
+fn unet_and_case(dir: &Path) -> (PathBuf, PathBuf) {
+    let scans = dir.join("scans");
+    std::fs::create_dir_all(&scans).unwrap();
+    acdc_crop("patient001_frame01", &scans, "caseA");
+    (save_model(dir, UNET, 3), scans)
+}
+
+/// Issue 12 item 1: `predict --output` equal to the input folder would replace each scan by
+/// its label map: refused in one line before anything is written, the scan untouched.
+#[test]
+fn cli_predict_never_writes_over_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, scans) = unet_and_case(dir.path());
+    let scan = scans.join("caseA.nii.gz");
+    let before = std::fs::read(&scan).unwrap();
+    let out = ssnet(&[
+        os("predict"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--input"),
+        scans.as_os_str(),
+        os("--output"),
+        scans.as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    one_line_error(&out, &["caseA.nii.gz", "would be written over an input"]);
+    assert_eq!(std::fs::read(&scan).unwrap(), before);
+    // The single file given as --input, its own folder as --output: the same.
+    let out = ssnet(&[
+        os("predict"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--input"),
+        scan.as_os_str(),
+        os("--output"),
+        scans.as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    one_line_error(&out, &["would be written over an input"]);
+    assert_eq!(std::fs::read(&scan).unwrap(), before);
+}
+
+/// Issue 12 item 1: `eval --checkpoint --save-pred` into the split folder it reads would
+/// replace each scan: refused, nothing written.
+#[test]
+fn cli_eval_save_pred_never_writes_over_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("acdc");
+    for s in ["splits", "test", "val"] {
+        std::fs::create_dir_all(root.join(s)).unwrap();
+    }
+    acdc_crop("patient001_frame01", &root.join("val"), "caseA");
+    std::fs::write(root.join("splits/val.list"), "caseA\n").unwrap();
+    std::fs::write(root.join("splits/train.list"), "").unwrap();
+    std::fs::write(root.join("splits/test.list"), "").unwrap();
+    let ckpt = save_model(dir.path(), UNET, 5);
+    let scan = root.join("val/caseA.nii.gz");
+    let before = std::fs::read(&scan).unwrap();
+    let out = ssnet(&[
+        os("eval"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--data"),
+        root.as_os_str(),
+        os("--split"),
+        os("val"),
+        os("--save-pred"),
+        root.join("val").as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    one_line_error(&out, &["would be written over an input", "--save-pred"]);
+    assert_eq!(std::fs::read(&scan).unwrap(), before);
+    assert!(!root.join("val/metrics.csv").exists());
+
+    // Item 9: a label map whose affine disagrees with its image's: evaluated on the voxel
+    // grid, with a warning naming both files.
+    let gt = root.join("val/caseA_gt.nii.gz");
+    let mut v = nifti::read(&gt).unwrap();
+    v.header.srow_y[3] -= 50.0;
+    let labels = v.labels().unwrap();
+    nifti::write_labels(&gt, &labels, &v).unwrap();
+    let preds = dir.path().join("preds");
+    let out = ssnet(&[
+        os("eval"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--data"),
+        root.as_os_str(),
+        os("--split"),
+        os("val"),
+        os("--save-pred"),
+        preds.as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning")
+            && err.contains("caseA_gt.nii.gz")
+            && err.contains("affines disagree"),
+        "{err}"
+    );
+    assert!(preds.join("caseA.nii.gz").is_file());
+}
+
+/// Issue 12 item 4: a patch no adapter can hold is refused at once with the limit, instead
+/// of filling the host memory.
+#[test]
+fn cli_predict_patch_beyond_the_adapter_states_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, scans) = unet_and_case(dir.path());
+    let t = Instant::now();
+    let out = ssnet(&[
+        os("predict"),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--input"),
+        scans.as_os_str(),
+        os("--output"),
+        dir.path().join("out").as_os_str(),
+        os("--patch"),
+        os("65536,65536"),
+    ]);
+    one_line_error(&out, &["--patch [65536, 65536]", "largest buffer", "GiB"]);
+    assert!(t.elapsed().as_secs_f64() < 60.0, "{:?}", t.elapsed());
+    assert!(!dir.path().join("out").exists());
+}
+
+/// Issue 12 items 7 and 12: a checkpoint with a NaN weight is refused by `predict` and
+/// `eval --checkpoint` (no all-background prediction with exit 0); a folder given as the
+/// checkpoint is named a folder, with the checkpoints it holds.
+#[test]
+fn cli_refuses_non_finite_checkpoints_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, scans) = unet_and_case(dir.path());
+    let mut c = ssnet::nn::checkpoint::read(&ckpt).unwrap();
+    c.tensors.get_mut("decoder.out_conv.weight").unwrap().0[3] = f32::NAN;
+    let bad = dir.path().join("nan.safetensors");
+    ssnet::nn::checkpoint::write(&bad, &c.tensors, &c.metadata).unwrap();
+    let out_dir = dir.path().join("out");
+    let predict = |ckpt: &Path| {
+        ssnet(&[
+            os("predict"),
+            os("--checkpoint"),
+            ckpt.as_os_str(),
+            os("--input"),
+            scans.as_os_str(),
+            os("--output"),
+            out_dir.as_os_str(),
+            os("--patch"),
+            os("32,32"),
+        ])
+    };
+    one_line_error(
+        &predict(&bad),
+        &[
+            "nan.safetensors",
+            "decoder.out_conv.weight",
+            "NaN or infinite",
+        ],
+    );
+    let out = ssnet(&[
+        os("eval"),
+        os("--checkpoint"),
+        bad.as_os_str(),
+        os("--data"),
+        scans.as_os_str(),
+        os("--patch"),
+        os("32,32"),
+    ]);
+    one_line_error(&out, &["nan.safetensors", "NaN or infinite"]);
+    assert!(!out_dir.exists());
+    // A run folder as the checkpoint.
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(&ckpt, run.join("best.safetensors")).unwrap();
+    one_line_error(&predict(&run), &["is a folder", "best.safetensors"]);
+}
+
+/// Issue 12 item 7: non-finite probabilities stop both pipelines with a message (they
+/// would argmax to an all-background segmentation).
+#[test]
+fn non_finite_probabilities_stop_prediction() {
+    let g = gpu();
+    let nan = |x: &Tensor| -> ssnet::Result<Tensor> {
+        let s = x.shape();
+        let n: usize = s.iter().product::<usize>() * 2;
+        let mut shape = s.to_vec();
+        shape[1] = 2;
+        Tensor::from_f32(x.gpu(), &vec![f32::NAN; n], &shape)
+    };
+    let img: Vec<f32> = (0..2 * 20 * 18).map(|i| (i % 7) as f32).collect();
+    let cfg = SliceWise {
+        size: [32, 32],
+        batch: 0,
+    };
+    let e = predict_slices_with(&g, &img, [2, 20, 18], &cfg, 2, false, &mut |x| nan(x))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("non-finite probabilities"), "{e}");
+    let w = SlidingWindow {
+        patch: [16, 16, 16],
+        stride_xy: 8,
+        stride_z: 8,
+        weighting: Weighting::Uniform,
+        batch: 0,
+    };
+    let img: Vec<f32> = (0..20 * 18 * 16).map(|i| (i % 7) as f32).collect();
+    let e = sliding_window_with(&g, &img, [20, 18, 16], &w, 2, &mut |x| nan(x))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("non-finite probability"), "{e}");
+}
+
+/// Issue 12 item 11: a selector from SSNET_DEVICE is named as such; with no driver found
+/// while VK_ICD_FILENAMES is set, the message says so and to what.
+#[test]
+fn cli_device_errors_name_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, scans) = unet_and_case(dir.path());
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ssnet"));
+        c.args([
+            os("predict"),
+            os("--checkpoint"),
+            ckpt.as_os_str(),
+            os("--input"),
+            scans.as_os_str(),
+            os("--output"),
+            dir.path().join("out").as_os_str(),
+        ]);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    one_line_error(
+        &run(&[("SSNET_DEVICE", "no-such-gpu-xyz")]),
+        &["SSNET_DEVICE='no-such-gpu-xyz'", "matches no adapter"],
+    );
+    one_line_error(
+        &run(&[("VK_ICD_FILENAMES", "/nonexistent/icd.json")]),
+        &[
+            "no GPU adapter found",
+            "VK_ICD_FILENAMES='/nonexistent/icd.json'",
+        ],
+    );
+}

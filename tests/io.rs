@@ -666,3 +666,133 @@ fn cli_eval_errors() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- never lose a file (issue 12)
+
+/// Issue 12 item 4: a header declaring far more voxels than the file holds, or a zero or
+/// negative size, is "truncated or malformed" at once, without reserving the declared bytes.
+#[test]
+fn nifti_header_sizes_checked_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let dims = |d: [i16; 4]| -> Vec<u8> {
+        let mut all = [1i16; 8];
+        all[..4].copy_from_slice(&d);
+        all.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    for name in ["big.nii", "big.nii.gz"] {
+        nifti::write_volume(p(name), &small_volume().data, &small_volume()).unwrap();
+        // Uncompressed: patch the header in place; gzipped: rewrite through the .nii.
+        let raw = p("raw.nii");
+        nifti::write_volume(&raw, &small_volume().data, &small_volume()).unwrap();
+        patch(&raw, 40, &dims([3, 30000, 30000, 30000]));
+        let bytes = std::fs::read(&raw).unwrap();
+        if name.ends_with(".gz") {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&bytes).unwrap();
+            std::fs::write(p(name), e.finish().unwrap()).unwrap();
+        } else {
+            std::fs::write(p(name), &bytes).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let m = one_line_naming(nifti::read(p(name)).unwrap_err(), &p(name));
+        assert!(
+            m.contains("truncated or malformed") && m.contains("30000"),
+            "{m}"
+        );
+        assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
+    }
+    for (d, what) in [
+        ([3, -5, 4, 3], "dim[1] = -5"),
+        ([3, 5, 0, 3], "dim[2] = 0"),
+        ([0, 5, 4, 3], "dim[0] = 0"),
+    ] {
+        nifti::write_volume(p("bad.nii"), &small_volume().data, &small_volume()).unwrap();
+        patch(&p("bad.nii"), 40, &dims(d));
+        let m = one_line_naming(nifti::read(p("bad.nii")).unwrap_err(), &p("bad.nii"));
+        assert!(
+            m.contains("truncated or malformed") && m.contains(what),
+            "{m}"
+        );
+    }
+}
+
+/// Issue 12 item 10: a gzip member whose CRC does not match its data is reported.
+#[test]
+fn nifti_gzip_crc_mismatch_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("v.nii.gz");
+    nifti::write_volume(&p, &small_volume().data, &small_volume()).unwrap();
+    nifti::read(&p).unwrap();
+    let mut b = std::fs::read(&p).unwrap();
+    // The gzip trailer: CRC32 then ISIZE, the last 8 bytes.
+    let n = b.len();
+    b[n - 8] ^= 0xff;
+    std::fs::write(&p, &b).unwrap();
+    let m = one_line_naming(nifti::read(&p).unwrap_err(), &p);
+    assert!(m.contains("gzip") && m.contains("damaged"), "{m}");
+}
+
+/// Issue 12 item 8: finite but overflowing intensities are refused when the case is loaded,
+/// naming the image file (not as a non-finite loss at iteration 1).
+#[test]
+fn overflowing_intensities_are_refused_at_load_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lab) = (dir.path().join("c.nii.gz"), dir.path().join("c_gt.nii.gz"));
+    let mut v = small_volume();
+    v.data[7] = 3e38;
+    nifti::write_volume(&img, &v.data, &v).unwrap();
+    nifti::write_labels(&lab, &[0u8; 60], &v).unwrap();
+    let e = ssnet::data::dataset::load_nifti_case("c", &img, &lab, 4).unwrap_err();
+    let m = one_line_naming(e, &img);
+    assert!(m.contains("3e38") && m.contains("overflow"), "{m}");
+}
+
+/// Issue 12 items 1 and 9: `eval --pred/--gt` refuses a `--csv` that is one of its inputs
+/// (the file is left as it was), and warns when a prediction's affine disagrees with its
+/// ground truth's (the metrics are still computed on the voxel grid).
+#[test]
+fn cli_eval_never_writes_over_an_input_and_warns_on_affines() {
+    let (_dir, gt, pred) = eval_fixture();
+    let victim = gt.join("patient001_frame01_gt.nii.gz");
+    let before = std::fs::read(&victim).unwrap();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+        "--csv".as_ref(),
+        victim.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("would be written over an input"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), before);
+
+    // A prediction shifted 50 mm and flipped along x: a warning, metrics still computed.
+    let p = pred.join("patient001_frame01.nii.gz");
+    let mut v = nifti::read(&p).unwrap();
+    v.header.srow_x[0] = -v.header.srow_x[0];
+    v.header.srow_x[3] += 50.0;
+    let labels = v.labels().unwrap();
+    nifti::write_labels(&p, &labels, &v).unwrap();
+    let out = ssnet(&[
+        "eval".as_ref(),
+        "--pred".as_ref(),
+        pred.as_os_str(),
+        "--gt".as_ref(),
+        gt.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning")
+            && err.contains("affines disagree")
+            && err.contains("patient001_frame01"),
+        "{err}"
+    );
+    assert!(!err.contains("patient001_frame02"), "{err}");
+}

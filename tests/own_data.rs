@@ -209,8 +209,25 @@ fn msd_layout_with_a_resaved_flipped_case_trains_predicts_and_evaluates() {
     assert_eq!(plan["network"], "unet");
     assert_eq!(plan["target_spacing"][2].as_f64(), Some(10.0));
 
-    let pred = tmp.path().join("pred");
     let ck = checkpoint(&run);
+    // Predicting into the scans' own folder would replace them (same <case>.nii.gz): refused.
+    let images = ds.join("imagesTr");
+    let before = std::fs::read(images.join(format!("{}.nii.gz", cases[0].id))).unwrap();
+    let out = ssnet(&[
+        "predict",
+        "--checkpoint",
+        s(&ck),
+        "--input",
+        s(&images),
+        "--output",
+        s(&images),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read(images.join(format!("{}.nii.gz", cases[0].id))).unwrap(),
+        before
+    );
+    let pred = tmp.path().join("pred");
     ok(&[
         "predict",
         "--checkpoint",

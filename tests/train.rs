@@ -462,6 +462,20 @@ fn resume_continues_bit_for_bit() {
     for ((name, x), (_, y)) in ta.iter().zip(&tb) {
         assert!(x == y, "tensor {name} differs after resume");
     }
+    // Issue 12 item 13: the files themselves, byte for byte (no path, time or host inside,
+    // metadata in a fixed order), although the two runs live in different folders and one
+    // was interrupted.
+    // (best.safetensors exists when a validation Dice beat 0: in both runs or in neither.)
+    for f in [LAST, "best.safetensors"] {
+        assert!(
+            std::fs::read(a.join(f)).ok() == std::fs::read(b.join(f)).ok(),
+            "{f} differs between the straight and the resumed run"
+        );
+    }
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("last.json")).unwrap()).unwrap();
+    assert_eq!(side["iteration"], n);
+    assert!(side["elapsed_s"].as_f64().unwrap() > 0.0);
     assert_eq!(losses(&a), losses(&b));
     assert_eq!(losses(&a).len(), n as usize);
     // Validation ran (val_interval 2) and logged; the two runs agree on it.
@@ -516,8 +530,11 @@ fn nan_voxels_in_a_file_are_a_one_line_error_naming_it() {
     let mut cfg = tiny_config(&data, &tmp.path().join("o"), 1);
     cfg.batch_size = 3;
     cfg.labeled_bs = 1;
-    let e = one_line_err(quiet(Run::new(&gpu, cfg).unwrap()).train());
+    // Refused before the run starts (issue 12 item 3: every file is read first).
+    let out = cfg.out.clone();
+    let e = one_line_err(Run::new(&gpu, cfg).map(|_| ()));
     assert!(e.contains("NaN") && e.contains(".nii.gz"), "{e}");
+    assert!(!out.exists(), "nothing written to the run folder");
 }
 
 #[test]
@@ -550,8 +567,16 @@ fn non_finite_loss_stops_naming_the_term_and_keeps_the_last_checkpoint() {
     o.insert("max_iterations".into(), toml::Value::Integer(3));
     let mut run = quiet(Run::resume_with_data(&gpu, &out, &o, set, Some(vec![])).unwrap());
     let e = one_line_err(run.train());
+    // Issue 12 item 6: every non-finite term by name, the iteration, the checkpoint kept.
     assert!(
-        e.contains("non-finite") && e.contains("loss") && e.contains("iteration 2"),
+        e.contains("non-finite")
+            && e.contains("loss")
+            && e.contains("iteration 2")
+            && e.contains("dice = NaN"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the last finite checkpoint is") && e.contains("(iteration 1)"),
         "{e}"
     );
     assert_eq!(run.iter(), 1, "no update after the non-finite step");
@@ -749,4 +774,294 @@ fn cli_sample_preset_trains_predicts_and_evaluates() {
         .count();
     assert!(nii >= 2 && nii == png, "{nii} NIfTI, {png} PNG");
     assert!(pred.join("metrics.csv").is_file());
+}
+
+// ---- never lose a file (issue 12) --------------------------------------------------------
+
+/// Item 2: `--resume RUN2` where RUN2 is a copy of RUN1 writes into RUN2, never into the
+/// folder stored in the checkpoint.
+#[test]
+fn resume_of_a_copied_run_writes_into_the_copy() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    let (a, b) = (tmp.path().join("run1"), tmp.path().join("run2"));
+    let mut cfg = tiny_config(&data, &a, 1);
+    cfg.val_interval = 0;
+    cfg.checkpoint_every = 1;
+    quiet(Run::new(&gpu, cfg).unwrap()).train().unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    for e in std::fs::read_dir(&a).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+        }
+    }
+    let snapshot = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&a);
+    let mut o = toml::Table::new();
+    o.insert("max_iterations".into(), toml::Value::Integer(2));
+    quiet(Run::resume(&gpu, &b, &o).unwrap()).train().unwrap();
+    assert!(
+        snapshot(&a) == before,
+        "the original run folder was written to"
+    );
+    assert_eq!(losses(&b).len(), 2);
+    assert!(
+        checkpoint::read(&b.join(LAST)).unwrap().metadata["ssnet.train.state"]
+            .contains("\"iter\":2")
+    );
+}
+
+/// Item 3: `--overwrite` onto a run folder with data that fails validation leaves the folder
+/// as it was (validation happens before anything is written).
+#[test]
+fn cli_overwrite_with_bad_data_leaves_the_run_folder_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 4);
+    // The last training patient's volume, cut short: read only late in a lazy run.
+    let bad = data.join("train/patient004_frame02.nii.gz");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let files = [
+        ("config.toml", "# my settings\n"),
+        ("train.jsonl", "{\"iter\":1}\n"),
+        ("last.safetensors", "old"),
+    ];
+    for (f, t) in files {
+        std::fs::write(run.join(f), t).unwrap();
+    }
+    let (ok, _, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "acdc",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--overwrite",
+        "--max-iterations",
+        "40",
+        "--patch",
+        "16,16",
+        "--batch-size",
+        "2",
+        "--labeled-bs",
+        "1",
+        "--val-interval",
+        "0",
+    ]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.trim().lines().count() == 1 && stderr.contains("patient004_frame02.nii.gz"),
+        "{stderr}"
+    );
+    for (f, t) in files {
+        assert_eq!(
+            std::fs::read_to_string(run.join(f)).unwrap(),
+            t,
+            "{f} was touched"
+        );
+    }
+}
+
+/// Item 5: stale temporary files of a killed checkpoint write are removed at start; a run
+/// killed before its first checkpoint resumes with a message saying so and what to run.
+#[test]
+fn stale_temporaries_removed_and_resume_without_checkpoint_says_so() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("config.toml"), "").unwrap();
+    let e = one_line_err(Run::resume(&gpu, &run, &toml::Table::new()).map(|_| ()));
+    assert!(
+        e.contains("no checkpoint yet") && e.contains("ssnet train --config"),
+        "{e}"
+    );
+    let mut cfg = tiny_config(&data, &run, 1);
+    cfg.val_interval = 0;
+    cfg.checkpoint_every = 1;
+    // What a kill during a checkpoint write leaves: this version's names and the old ones.
+    let stale = [".last.safetensors.Xy12ab.tmp", ".tmpAb12Cd"];
+    for f in stale {
+        std::fs::write(run.join(f), "partial").unwrap();
+    }
+    std::fs::write(run.join("notes.tmp"), "mine").unwrap();
+    quiet(Run::new(&gpu, cfg).unwrap()).train().unwrap();
+    for f in stale {
+        assert!(!run.join(f).exists(), "{f} left behind");
+    }
+    assert!(run.join("notes.tmp").exists(), "a user's file was removed");
+}
+
+/// Item 9: an image and label map that disagree in space are refused in training unless
+/// `ignore_affine` (`--ignore-affine`).
+#[test]
+fn affine_mismatch_refused_in_train_unless_ignored() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    let p = data.join("train/patient002_frame01_gt.nii.gz");
+    let mut v = nifti::read(&p).unwrap();
+    v.header.srow_x[3] += 50.0;
+    let labels = v.labels().unwrap();
+    nifti::write_labels(&p, &labels, &v).unwrap();
+    let mut cfg = tiny_config(&data, &tmp.path().join("o"), 1);
+    let e = one_line_err(Run::new(&gpu, cfg.clone()).map(|_| ()));
+    assert!(
+        e.contains("patient002_frame01_gt.nii.gz")
+            && e.contains("affines disagree")
+            && e.contains("--ignore-affine"),
+        "{e}"
+    );
+    cfg.ignore_affine = true;
+    Run::new(&gpu, cfg).unwrap();
+}
+
+/// Item 14: `--dataset acdc` alone trains with ACDC's preset (the 2-D patch, its
+/// consistency, ramp-up, VAT and batch), not LA's.
+#[test]
+fn cli_dataset_flag_selects_its_preset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 4);
+    let run = tmp.path().join("run");
+    let (ok, stdout, stderr) = ssnet(&[
+        "train",
+        "--dataset",
+        "acdc",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--max-iterations",
+        "1",
+        "--patch",
+        "16,16",
+        "--batch-size",
+        "2",
+        "--labeled-bs",
+        "1",
+        "--val-interval",
+        "0",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    let cfg: toml::Table = std::fs::read_to_string(run.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let acdc = TrainConfig::preset(Preset::Acdc);
+    assert_eq!(cfg["consistency"].as_float(), Some(acdc.consistency));
+    assert_eq!(
+        cfg["consistency_rampup"].as_float(),
+        Some(acdc.consistency_rampup)
+    );
+    assert_eq!(cfg["vat_eps"].as_float(), Some(acdc.vat_eps as f64));
+    assert_eq!(cfg["lr_step"].as_integer(), Some(0));
+    let (ok, _, stderr) = ssnet(&["train", "--preset", "la", "--dataset", "acdc"]);
+    assert!(
+        !ok && stderr.contains("dataset = acdc with preset la"),
+        "{stderr}"
+    );
+}
+
+/// Item 13: two runs with the same seed and settings, in different folders, write
+/// byte-identical `last.safetensors` and `best.safetensors`.
+#[test]
+fn same_seed_gives_byte_identical_checkpoints() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 3);
+    let run = |name: &str| {
+        let out = tmp.path().join(name);
+        let mut cfg = tiny_config(&data, &out, 8);
+        cfg.val_interval = 4;
+        cfg.checkpoint_every = 8;
+        cfg.base_lr = 0.1;
+        let s = quiet(Run::new(&gpu, cfg).unwrap()).train().unwrap();
+        println!("{name}: best {:?}", s.best);
+        assert!(
+            s.best.is_some(),
+            "no validation improved: no best.safetensors to compare"
+        );
+        out
+    };
+    let (a, b) = (run("first"), run("second"));
+    for f in [LAST, "best.safetensors"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two runs of the same seed"
+        );
+    }
+}
+
+/// Item 4: sizes a run is given (patch and batch against the adapter, validation strides
+/// against the window) are refused in one line stating the limit, before the run folder is
+/// created.
+#[test]
+fn cli_train_sizes_checked_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let (ok, _, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "sample",
+        "--patch",
+        "65536,65536",
+        "--out",
+        o,
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1
+            && stderr.contains("patch [65536, 65536] with batch 4")
+            && stderr.contains("largest buffer"),
+        "{stderr}"
+    );
+    let la = shared().join("la").display().to_string();
+    let (ok, _, stderr) = ssnet(&[
+        "train",
+        "--preset",
+        "la",
+        "--data",
+        &la,
+        "--patch",
+        "16,16,16",
+        "--batch-size",
+        "2",
+        "--labeled-bs",
+        "1",
+        "--val-stride-xy",
+        "40",
+        "--out",
+        o,
+    ]);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("val_stride_xy"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "the run folder was created");
 }

@@ -27,6 +27,10 @@
 //! `--largest-cc` first keeps the largest 26-connected component of each predicted class
 //! (SS-Net's LA post-processing). Labels 1, 2, 3 are named RV, Myo, LV (ACDC).
 //!
+//! **Geometry.** A prediction (or, with `--checkpoint`, a label map) whose affine disagrees
+//! with its image's / ground truth's gets a warning: the metrics compare voxel grids.
+//! Neither the CSV nor `--save-pred` may write over an input ([`crate::cli::outputs`]).
+//!
 //! **Output.** A per-case table on stdout, then the mean and the standard deviation over
 //! cases (population, numpy's default `ddof=0`) per class and, with several classes, of the
 //! per-case mean over classes ("all", how SS-Net reports ACDC). NaN values are left out of the
@@ -41,6 +45,9 @@ use clap::{Args, ValueEnum};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// Two affines closer than this at every corner of the grid are the same geometry.
+pub const AFFINE_TOL_MM: f64 = 1e-3;
 
 /// Units of the surface distances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,12 +116,21 @@ pub fn run(a: EvalArgs, device: Option<&str>) -> Result<()> {
     })?;
     // An own dataset's root (Decathlon, nnU-Net v2, plain): its label folder.
     let gt_dir = crate::data::layout::label_folder(&gt_dir).unwrap_or(gt_dir);
-    let report = evaluate_folders(&pred_dir, &gt_dir, &a)?;
-    print!("{}", report.table());
     let csv = a
         .csv
         .clone()
         .unwrap_or_else(|| pred_dir.join("metrics.csv"));
+    let mut inputs = crate::cli::outputs::files_below(&gt_dir, 0);
+    inputs.extend(crate::cli::outputs::files_below(&pred_dir, 0));
+    inputs.extend(a.list.clone());
+    crate::cli::outputs::refuse_overwriting_inputs(&crate::cli::outputs::Plan {
+        inputs,
+        writes: vec![csv.clone()],
+        write_dirs: vec![],
+        flag: "--csv",
+    })?;
+    let report = evaluate_folders(&pred_dir, &gt_dir, &a)?;
+    print!("{}", report.table());
     std::fs::write(&csv, report.csv())
         .map_err(|e| Error::file(&csv, format!("cannot write CSV: {e}")))?;
     println!("wrote {}", csv.display());
@@ -279,6 +295,13 @@ pub fn evaluate_folders(pred_dir: &Path, gt_dir: &Path, a: &EvalArgs) -> Result<
                     c.path.display()
                 ),
             ));
+        }
+        if let Some(why) = nifti::affine_mismatch(&pv.affine, &gt.affine, gt.dims, AFFINE_TOL_MM) {
+            eprintln!(
+                "warning: {} and {}: {why}; the metrics compare voxel grids, as if they were aligned",
+                pred_path.display(),
+                c.path.display()
+            );
         }
         let pred = pv.labels()?;
         let dims = gt.shape_zyx();
@@ -467,6 +490,7 @@ impl Report {
 /// and CSV are [`Report`]'s, as for `--pred/--gt`.
 mod checkpoint {
     use super::{EvalArgs, Report, SpacingMode};
+    use crate::cli::outputs::{refuse_overwriting_inputs, shared_folder_note, Plan};
     use crate::cli::predict::{describe, keep_largest_components};
     use crate::data::dataset::{
         read_list, AcdcDataset, Case, FolderDataset, LaDataset, Split, ACDC_CLASS_NAMES,
@@ -553,9 +577,7 @@ mod checkpoint {
     pub fn run(a: &EvalArgs, ckpt: &Path, device: Option<&str>) -> Result<()> {
         let root = a.data.clone().ok_or_else(|| Error::config("eval: --checkpoint needs --data DIR (an LA or ACDC dataset root, or a folder of X.nii.gz + X_gt.nii.gz)"))?;
         let (layout, cases) = open(&root, &a.split, a.list.as_deref())?;
-        if !ckpt.is_file() {
-            return Err(Error::file(ckpt, "checkpoint not found"));
-        }
+        crate::nn::checkpoint::check_file(ckpt)?;
         let gpu = Gpu::new(device)?;
         let model = Model::load(&gpu, ckpt)?;
         let arch = model.cfg.arch;
@@ -622,6 +644,57 @@ mod checkpoint {
             .collect();
         let largest_cc = a.largest_cc || (!a.no_largest_cc && matches!(layout, Layout::La(_)));
         let cfg = a.infer.config(arch)?;
+        crate::cli::predict::check_infer_sizes(&gpu, arch, &cfg)?;
+        // Every input (images, labels, list, checkpoint) against every planned write.
+        let mut inputs = vec![ckpt.to_path_buf()];
+        inputs.extend(a.list.clone());
+        let mut pairs = Vec::new();
+        for id in &cases {
+            let (img, lab) = match (&layout, &folder) {
+                (Layout::La(ds), _) => (ds.h5_path(id), ds.h5_path(id)),
+                (Layout::Acdc(ds), _) => ds.paths(id)?,
+                (_, Some(f)) => f.paths(id),
+                _ => unreachable!("a folder layout is opened above"),
+            };
+            inputs.extend([img.clone(), lab.clone()]);
+            pairs.push((img, lab));
+        }
+        let csv = a
+            .csv
+            .clone()
+            .or_else(|| a.save_pred.as_ref().map(|d| d.join("metrics.csv")));
+        let mut writes: Vec<std::path::PathBuf> = csv.iter().cloned().collect();
+        if let Some(d) = &a.save_pred {
+            writes.extend(cases.iter().map(|id| d.join(format!("{id}.nii.gz"))));
+        }
+        let plan = Plan {
+            inputs,
+            writes,
+            write_dirs: vec![],
+            flag: "--save-pred / --csv",
+        };
+        refuse_overwriting_inputs(&plan)?;
+        if let Some(note) = shared_folder_note(&plan) {
+            println!("{note}");
+        }
+        // Image and label disagreeing in space: the metrics are still computed on the voxel
+        // grid, say so.
+        for (img, lab) in pairs.iter().filter(|(i, l)| i != l) {
+            let (hi, hl) = (nifti::read_header(img)?, nifti::read_header(lab)?);
+            let dims = [hi.dim[1] as usize, hi.dim[2] as usize, hi.dim[3] as usize];
+            if let Some(why) = nifti::affine_mismatch(
+                &nifti::affine_of(&hi),
+                &nifti::affine_of(&hl),
+                dims,
+                super::AFFINE_TOL_MM,
+            ) {
+                eprintln!(
+                    "warning: {} and {}: {why}; the metrics compare voxel grids, as if they were aligned",
+                    img.display(),
+                    lab.display()
+                );
+            }
+        }
         if let Some(d) = &a.save_pred {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::file(d, format!("cannot create folder: {e}")))?;
@@ -726,10 +799,6 @@ mod checkpoint {
             largest_cc,
         };
         print!("{}", report.table());
-        let csv = a
-            .csv
-            .clone()
-            .or_else(|| a.save_pred.as_ref().map(|d| d.join("metrics.csv")));
         if let Some(csv) = csv {
             std::fs::write(&csv, report.csv())
                 .map_err(|e| Error::file(&csv, format!("cannot write CSV: {e}")))?;

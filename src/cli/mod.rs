@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod devices;
 pub mod eval;
+pub mod outputs;
 pub mod own;
 pub mod plan;
 pub mod predict;
@@ -58,12 +59,52 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         crate::gpu::MatrixUnits::parse(t)?;
         std::env::set_var("SSNET_TENSOR_CORES", t);
     }
-    match cli.command {
+    let from_env = device_from_env(cli.device.as_deref());
+    let r = match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Train(a) => train::run(*a, cli.device.as_deref()),
         Command::Predict(a) => predict::run(a, cli.device.as_deref()),
         Command::Eval(a) => eval::run(a, cli.device.as_deref()),
         Command::Bench(a) => bench::run(a, cli.device.as_deref()),
         Command::Plan(a) => plan::run(a, cli.device.as_deref()),
+    };
+    r.map_err(|e| explain_gpu_error(e, from_env, &driver_env()))
+}
+
+/// The device selector came from `SSNET_DEVICE`, not from `--device` on the command line.
+fn device_from_env(device: Option<&str>) -> bool {
+    let on_line = std::env::args().any(|a| a == "--device" || a.starts_with("--device="));
+    !on_line && device.is_some() && std::env::var("SSNET_DEVICE").ok().as_deref() == device
+}
+
+/// The Vulkan loader variables that are set, as `NAME='value'`.
+fn driver_env() -> Vec<String> {
+    ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}='{v}'")))
+        .collect()
+}
+
+/// A GPU error that names what the user set: `SSNET_DEVICE` when the selector came from it,
+/// and the Vulkan loader variables when no adapter was found while they are set (a wrong
+/// path there hides every installed driver).
+pub fn explain_gpu_error(e: crate::Error, from_env: bool, driver_env: &[String]) -> crate::Error {
+    match e {
+        crate::Error::Gpu(m) => {
+            let mut m = if from_env && m.starts_with("--device ") {
+                m.replacen("--device ", "SSNET_DEVICE=", 1)
+                    + " (SSNET_DEVICE is set in the environment: unset it or pass --device)"
+            } else {
+                m
+            };
+            if m.starts_with("no GPU adapter found") && !driver_env.is_empty() {
+                m = format!(
+                    "{m}; note {} is set: the Vulkan loader reads only the driver manifests named there (unset it to use the installed drivers)",
+                    driver_env.join(" and ")
+                );
+            }
+            crate::Error::Gpu(m)
+        }
+        e => e,
     }
 }

@@ -23,8 +23,9 @@
 //! header (qform and sform). Case ids drop the channel suffix (`<case>_0000.nii.gz` →
 //! `<case>.nii.gz`) when every input has one; only the trained channel's files are read.
 
+use super::outputs::{refuse_overwriting_inputs, shared_folder_note, Plan as Writes};
 use super::predict::{collect_inputs, keep_largest_components, naming, Input, PredictArgs};
-use super::train::{open_gpu, print_summary, TrainArgs};
+use super::train::{check_outputs, open_gpu, print_summary, TrainArgs};
 use crate::data::layout::{self, split_channel, OpenOptions, OwnDataset, Split, SplitOptions};
 use crate::data::nifti::{self, Volume};
 use crate::error::{Error, Result};
@@ -269,6 +270,8 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
             k += 1;
         }
     }
+    // The run folder must not hold any input (dataset or config file).
+    check_outputs(&cfg, a.config.as_deref())?;
     // Every case read, checked and preprocessed before anything is written.
     let t0 = Instant::now();
     let (cases, cache_dir, fresh) = own::load(&cfg.out, &ds, &split, &own)?;
@@ -306,12 +309,18 @@ pub fn checkpoint_config(path: &Path) -> Result<Option<TrainConfig>> {
     let Some(text) = meta.metadata().as_ref().and_then(|m| m.get(META_CONFIG)) else {
         return Ok(None);
     };
-    let table = text
+    let mut table = text
         .parse::<toml::Table>()
         .map_err(|e| Error::file(path, format!("bad {META_CONFIG} metadata: {e}")))?;
     if !table.contains_key("own") {
         return Ok(None);
     }
+    // A checkpoint stores no output folder; prediction writes none of the run's files.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    table.insert(
+        "out".into(),
+        toml::Value::String(dir.to_string_lossy().into_owned()),
+    );
     Ok(Some(TrainConfig::from_table(
         table,
         Some(&path.display().to_string()),
@@ -371,6 +380,23 @@ pub fn predict(a: &PredictArgs, model: &Model, cfg: &TrainConfig, gpu: &Arc<Gpu>
         .as_ref()
         .ok_or_else(|| Error::file(&a.checkpoint, "not an own-data checkpoint"))?;
     let inputs = own_inputs(&a.input, own.channel)?;
+    let writes = Writes {
+        inputs: inputs
+            .iter()
+            .map(|i| i.path.clone())
+            .chain([a.checkpoint.clone()])
+            .collect(),
+        writes: inputs
+            .iter()
+            .map(|i| a.output.join(format!("{}.nii.gz", i.case)))
+            .collect(),
+        write_dirs: vec![],
+        flag: "--output",
+    };
+    refuse_overwriting_inputs(&writes)?;
+    if let Some(note) = shared_folder_note(&writes) {
+        println!("{note}");
+    }
     std::fs::create_dir_all(&a.output)
         .map_err(|e| Error::file(&a.output, format!("cannot create output folder: {e}")))?;
     println!(

@@ -17,6 +17,11 @@
 //! layout). The case name is the file name without its extension (`<ID>` for
 //! `<ID>/mri_norm2.h5`).
 //!
+//! No output may be one of the inputs ([`crate::cli::outputs`]): `--output` on the scans' own
+//! folder is refused before anything is written when a name would collide. `--patch` and
+//! `--batch` are checked against the adapter's largest buffer and the free host memory; a
+//! checkpoint with non-finite weights is refused, non-finite probabilities stop the run.
+//!
 //! Outputs in `--output`: `<case>.nii.gz`, a uint8 label map with the input's header (dims,
 //! spacing, sform/qform: it opens aligned with the input). An `.h5` input carries no geometry:
 //! its label map gets NIfTI dims `[X, Y, Z]` (voxel `(i, j, k)` = `image[i, j, k]`), an
@@ -25,7 +30,8 @@
 //! writes float32 maps: `<case>_prob.nii.gz` (foreground probability) with two classes,
 //! `<case>_prob_c<k>.nii.gz` for each class k ≥ 1 with more.
 
-use crate::data::dataset::LA_SPACING_MM;
+use crate::cli::outputs::{refuse_overwriting_inputs, shared_folder_note, Plan};
+use crate::data::dataset::{check_intensities, LA_SPACING_MM};
 use crate::data::h5;
 use crate::data::nifti::{self, xyz_to_zyx, Volume};
 use crate::error::{Error, Result};
@@ -316,10 +322,7 @@ impl InputVolume {
                 },
             }
         };
-        let bad = v.image.iter().filter(|x| !x.is_finite()).count();
-        if bad > 0 {
-            return Err(Error::file(path, format!("{bad} NaN or infinite voxels")));
-        }
+        check_intensities(&v.image, path)?;
         Ok(v)
     }
 
@@ -401,11 +404,46 @@ fn predict_one(
     Ok((pred, written))
 }
 
+/// The files `predict` writes for `inputs` (before any is written).
+fn planned_writes(a: &PredictArgs, inputs: &[Input], num_classes: usize) -> Vec<PathBuf> {
+    let mut w = Vec::new();
+    for i in inputs {
+        w.push(a.output.join(format!("{}.nii.gz", i.case)));
+        if a.probabilities {
+            if num_classes == 2 {
+                w.push(a.output.join(format!("{}_prob.nii.gz", i.case)));
+            } else {
+                for c in 1..num_classes {
+                    w.push(a.output.join(format!("{}_prob_c{c}.nii.gz", i.case)));
+                }
+            }
+        }
+    }
+    w
+}
+
+/// The size a window or slice batch of `cfg` puts on the adapter (`--patch`, `--batch`;
+/// the automatic batch fits by construction), checked before anything is allocated.
+pub fn check_infer_sizes(gpu: &Gpu, arch: Arch, cfg: &InferConfig) -> Result<()> {
+    match arch {
+        Arch::VNet => crate::infer::budget::check_fits(
+            gpu,
+            "--patch",
+            cfg.window.batch.max(1),
+            &cfg.window.patch,
+        ),
+        Arch::UNet => crate::infer::budget::check_fits(
+            gpu,
+            "--patch",
+            cfg.slices.batch.max(1),
+            &cfg.slices.size,
+        ),
+    }
+}
+
 pub fn run(a: PredictArgs, device: Option<&str>) -> Result<()> {
     let inputs = collect_inputs(&a.input)?;
-    if !a.checkpoint.is_file() {
-        return Err(Error::file(&a.checkpoint, "checkpoint not found"));
-    }
+    crate::nn::checkpoint::check_file(&a.checkpoint)?;
     let gpu = Gpu::new(device)?;
     let model = Model::load(&gpu, &a.checkpoint)?;
     if let Some(train_cfg) = crate::cli::own::checkpoint_config(&a.checkpoint)? {
@@ -413,6 +451,21 @@ pub fn run(a: PredictArgs, device: Option<&str>) -> Result<()> {
         return crate::cli::own::predict(&a, &model, &train_cfg, &gpu);
     }
     let cfg = a.infer.config(model.cfg.arch)?;
+    check_infer_sizes(&gpu, model.cfg.arch, &cfg)?;
+    let plan = Plan {
+        inputs: inputs
+            .iter()
+            .map(|i| i.path.clone())
+            .chain([a.checkpoint.clone()])
+            .collect(),
+        writes: planned_writes(&a, &inputs, model.cfg.num_classes),
+        write_dirs: vec![],
+        flag: "--output",
+    };
+    refuse_overwriting_inputs(&plan)?;
+    if let Some(note) = shared_folder_note(&plan) {
+        println!("{note}");
+    }
     std::fs::create_dir_all(&a.output)
         .map_err(|e| Error::file(&a.output, format!("cannot create output folder: {e}")))?;
     println!(

@@ -13,7 +13,13 @@
 //! the config has a flag (`batch_size` ↔ `--batch-size`). `--resume DIR` continues the run
 //! whose `last.safetensors` is in DIR (or is the given file) with the configuration stored in
 //! it; flags still override it (e.g. `--max-iterations` to train longer), except those the
-//! sampler state depends on.
+//! sampler state depends on. It writes into DIR (the checkpoint's folder), never into a
+//! folder stored elsewhere. `--dataset` without a preset selects that dataset's preset; a
+//! preset of the other dataset is refused.
+//!
+//! Nothing is written before the run is checked: no planned output may be one of the inputs
+//! (the `--config` file, the dataset's files; [`crate::cli::outputs`]), then every volume is
+//! read (see `train::run`).
 //!
 //! A fresh run refuses a folder that already holds `last.safetensors` unless `--overwrite`;
 //! when `--out` is not given (neither flag nor config key) the default `runs/<preset>` gets a
@@ -24,6 +30,7 @@
 //! the metrics table on stdout and `OUT/predictions/metrics.csv`.
 
 use crate::cli::eval::Report;
+use crate::cli::outputs::{files_below, refuse_overwriting_inputs, Plan};
 use crate::data::dataset::{Case, ACDC_CLASS_NAMES, LA_SPACING_MM};
 use crate::data::nifti;
 use crate::error::{Error, Result};
@@ -32,7 +39,10 @@ use crate::metrics::{class_mask, evaluate, largest_component, CONN_26};
 use crate::nn::Model;
 use crate::train::config::{DatasetKind, Preset, TrainConfig};
 use crate::train::data::test_cases;
-use crate::train::run::{last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, LAST};
+use crate::train::run::{
+    last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, BEST_SIDECAR, LAST,
+    LAST_SIDECAR, TRAIN_LOG, VAL_LOG,
+};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +147,10 @@ pub struct TrainArgs {
     /// Predict and evaluate the test split after training: true or false.
     #[arg(long, value_name = "BOOL")]
     pub final_eval: Option<bool>,
+    /// Train even where a NIfTI image and its label map disagree in space (affines), on the
+    /// voxel grids as they are (refused by default).
+    #[arg(long)]
+    pub ignore_affine: bool,
     /// Flags of an own dataset (a Decathlon, nnU-Net v2 or plain images/ + labels/ folder).
     #[command(flatten)]
     pub own: crate::cli::own::OwnArgs,
@@ -269,6 +283,9 @@ impl TrainArgs {
         if let Some(v) = self.final_eval {
             put("final_eval", V::Boolean(v));
         }
+        if self.ignore_affine {
+            put("ignore_affine", V::Boolean(true));
+        }
         Ok(t)
     }
 }
@@ -321,6 +338,35 @@ pub(crate) fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
     Ok(gpu)
 }
 
+/// What a run writes (its fixed files, and the folders of files named per case or per
+/// validation) against what it reads (the config file, every file of the dataset folder).
+pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
+    let (ck, lg) = (cfg.checkpoint_dir(), cfg.log_dir());
+    let mut inputs = files_below(&cfg.data, 3);
+    inputs.extend(config_file.map(Path::to_path_buf));
+    let mut writes = vec![
+        cfg.out.join("config.toml"),
+        lg.join(TRAIN_LOG),
+        lg.join(VAL_LOG),
+    ];
+    for n in [LAST, BEST, LAST_SIDECAR, BEST_SIDECAR] {
+        writes.push(ck.join(n));
+    }
+    let mut write_dirs = vec![];
+    if cfg.final_eval {
+        write_dirs.push(cfg.out.join("predictions"));
+    }
+    if cfg.snapshots {
+        write_dirs.push(lg.join("snapshots"));
+    }
+    refuse_overwriting_inputs(&Plan {
+        inputs,
+        writes,
+        write_dirs,
+        flag: "--out (or --checkpoint-dir / --log-dir)",
+    })
+}
+
 pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
     if crate::cli::own::wants_own(&a) {
         return crate::cli::own::train(&a, device);
@@ -331,12 +377,14 @@ pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
                 return Err(Error::config("--resume takes the configuration stored in the checkpoint: drop --preset / --config (flags still override)"));
             }
             let overrides = a.overrides()?;
+            check_outputs(&Run::resume_config(dir, &overrides)?, None)?;
             let gpu = open_gpu(device, a.tune)?;
             println!("resuming {}", last_checkpoint(dir).display());
             Run::resume(&gpu, dir, &overrides)?
         }
         None => {
             let cfg = fresh_config(&a)?;
+            check_outputs(&cfg, a.config.as_deref())?;
             Run::new(&open_gpu(device, a.tune)?, cfg)?
         }
     };

@@ -98,14 +98,7 @@ pub fn validate(
             ),
         ));
     }
-    let bad = image.iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        let first = image.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(Error::file(
-            image_path,
-            format!("{bad} NaN or infinite voxels (first at flat index {first})"),
-        ));
-    }
+    check_intensities(image, image_path)?;
     if let Some(&max) = label.iter().max() {
         if max >= num_classes {
             let count = label.iter().filter(|&&l| l >= num_classes).count();
@@ -117,6 +110,38 @@ pub fn validate(
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Largest intensity magnitude accepted. The network's float32 sums of squares (BatchNorm
+/// statistics, the losses) overflow past ~1.8e19 per voxel, less once summed over a batch;
+/// no scanner's intensities come near 1e10, so a value beyond it is a bad file or a missing
+/// normalisation, and would show up much later as a non-finite loss.
+pub const MAX_ABS_INTENSITY: f32 = 1e10;
+
+/// Every voxel finite and within ±[`MAX_ABS_INTENSITY`]; a one-line error naming the file.
+pub fn check_intensities(image: &[f32], image_path: &Path) -> Result<()> {
+    let bad = image.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let first = image.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(Error::file(
+            image_path,
+            format!("{bad} NaN or infinite voxels (first at flat index {first})"),
+        ));
+    }
+    if let Some((i, v)) = image
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.abs() > MAX_ABS_INTENSITY)
+    {
+        let count = image.iter().filter(|v| v.abs() > MAX_ABS_INTENSITY).count();
+        return Err(Error::file(
+            image_path,
+            format!(
+                "intensity {v:e} at flat index {i} ({count} voxels beyond ±{MAX_ABS_INTENSITY:e}) would overflow the network's float32 arithmetic: rescale or normalise the image"
+            ),
+        ));
     }
     Ok(())
 }

@@ -25,8 +25,11 @@
 //! NIfTI "method 1" fallback `diag(pixdim[1], pixdim[2], pixdim[3])`.
 
 use crate::error::{Error, Result};
-use ::nifti::{NiftiError, NiftiHeader, NiftiObject, NiftiType, ReaderOptions};
+use ::nifti::{NiftiError, NiftiHeader, NiftiType};
+use flate2::read::MultiGzDecoder;
 use nalgebra::Matrix4;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// One NIfTI image in memory. See the module docs for the axis order.
@@ -251,15 +254,107 @@ fn supported_size(t: NiftiType) -> Option<usize> {
 
 const SUPPORTED: &str = "uint8, int8, int16, uint16, int32, uint32, float32, float64";
 
+/// The opened file as a stream of NIfTI bytes: gunzipped when it starts with the gzip magic
+/// (every member, each checked against its CRC and length when read to its end).
+fn open_stream(path: &Path) -> Result<(Box<dyn Read>, bool, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::file(path, format!("cannot stat: {e}")))?
+        .len();
+    let mut magic = [0u8; 2];
+    let gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::file(path, format!("cannot seek: {e}")))?;
+    let r = BufReader::new(f);
+    Ok(if gz {
+        (Box::new(MultiGzDecoder::new(r)), true, len)
+    } else {
+        (Box::new(r), false, len)
+    })
+}
+
+/// A read error of the (possibly gzipped) stream as one phrase.
+fn stream_error(e: &std::io::Error, gz: bool) -> String {
+    match (gz, e.kind()) {
+        (_, std::io::ErrorKind::UnexpectedEof) => {
+            format!("truncated or malformed: the data ends early ({e})")
+        }
+        (true, _) => {
+            format!("corrupt gzip data ({e}): the file is damaged, re-copy or re-export it")
+        }
+        (false, _) => format!("cannot read: {e}"),
+    }
+}
+
+/// The sizes a header declares, checked before anything is allocated: `dim[0]` in 1..=7,
+/// every used `dim[i]` positive (the crate reads them as u16: a negative i16 shows as a huge
+/// value), and voxel bytes that fit in memory. Returns `(dims, voxel count)`.
+fn declared_size(
+    header: &NiftiHeader,
+    size: usize,
+) -> std::result::Result<(Vec<usize>, usize), String> {
+    let nd = header.dim[0] as i16;
+    if !(1..=7).contains(&nd) {
+        return Err(format!(
+            "truncated or malformed header: dim[0] = {nd}, the number of axes must be 1 to 7"
+        ));
+    }
+    let mut dims = Vec::with_capacity(nd as usize);
+    for i in 1..=nd as usize {
+        let d = header.dim[i] as i16;
+        if d <= 0 {
+            return Err(format!(
+                "truncated or malformed header: dim[{i}] = {d}, every size must be positive"
+            ));
+        }
+        dims.push(d as usize);
+    }
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(size).is_some())
+        .ok_or_else(|| format!("truncated or malformed header: dims {dims:?} overflow"))?;
+    Ok((dims, n))
+}
+
 /// Read a `.nii` or `.nii.gz` file. Every failure is a one-line [`Error::File`] naming it.
+///
+/// The header is checked first; the declared voxel bytes are compared with what the file
+/// holds before they are allocated (a header declaring 30000³ voxels over 100 bytes of data
+/// is "truncated or malformed", not an allocation failure), and a gzip file is read to its
+/// end so that its CRC and length are verified.
 pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     let path = path.as_ref();
+    if path.is_dir() {
+        return Err(Error::file(path, "is a folder, not a NIfTI file"));
+    }
     if !path.is_file() {
         return Err(Error::file(path, "no such file"));
     }
-    // The header first (a few hundred bytes): reject what we cannot read before decoding the
-    // whole volume, with a message about the real problem.
-    let header = NiftiHeader::from_file(path).map_err(|e| {
+    let (mut stream, gz, file_len) = open_stream(path)?;
+    // The header first (348 bytes): reject what we cannot read before decoding the whole
+    // volume, with a message about the real problem.
+    let mut head = Vec::with_capacity(348);
+    (&mut stream)
+        .take(348)
+        .read_to_end(&mut head)
+        .map_err(|e| {
+            Error::file(
+                path,
+                format!("cannot read the NIfTI header: {}", stream_error(&e, gz)),
+            )
+        })?;
+    if head.len() < 348 {
+        return Err(Error::file(
+            path,
+            format!(
+                "truncated or malformed: {} bytes, a NIfTI-1 header alone is 348",
+                head.len()
+            ),
+        ));
+    }
+    let header = NiftiHeader::from_reader(&head[..]).map_err(|e| {
         Error::file(
             path,
             format!("cannot read the NIfTI header: {}", describe(&e)),
@@ -302,9 +397,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
             ),
         ));
     }
-    let dim = header
-        .dim()
-        .map_err(|e| Error::file(path, format!("bad dimensions: {}", describe(&e))))?;
+    let (dim, n) = declared_size(&header, size).map_err(|m| Error::file(path, m))?;
     if dim.len() > 3 && dim[3..].iter().any(|&d| d > 1) {
         return Err(Error::file(
             path,
@@ -315,10 +408,9 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         ));
     }
     let mut dims = [1usize; 3];
-    for (d, &v) in dims.iter_mut().zip(dim) {
-        *d = v as usize;
+    for (d, &v) in dims.iter_mut().zip(&dim) {
+        *d = v;
     }
-    let n: usize = dims.iter().product();
 
     let (slope, inter) = (header.scl_slope as f64, header.scl_inter as f64);
     // nibabel: a zero or non-finite slope means "no scaling".
@@ -331,23 +423,57 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     }
     let scale = scale && !(slope == 1.0 && inter == 0.0);
 
-    let obj = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| Error::file(path, describe(&e)))?;
-    let header = obj.header().clone();
-    let raw = obj.into_volume().into_raw_data();
-    if raw.len() != n * size {
+    let vox_offset = header.vox_offset;
+    if !(vox_offset.is_finite() && vox_offset >= 0.0) {
         return Err(Error::file(
             path,
-            format!(
-                "truncated or corrupt voxel data: {} bytes where the header needs {}",
-                raw.len(),
-                n * size
-            ),
+            format!("truncated or malformed header: vox_offset = {vox_offset}"),
         ));
+    }
+    // Single-file NIfTI: the voxels start at vox_offset, at least right after the header.
+    let offset = (vox_offset as u64).max(348);
+    let need = n * size;
+    let truncated = |have: u64| {
+        Error::file(
+            path,
+            format!(
+                "truncated or malformed: the header declares dims {dim:?} of {datatype:?} \
+                 ({need} bytes of voxels from byte {offset}), the {}file holds {have}",
+                if gz { "decompressed " } else { "" }
+            ),
+        )
+    };
+    if !gz && offset.saturating_add(need as u64) > file_len {
+        return Err(truncated(file_len));
+    }
+    let skip = std::io::copy(&mut (&mut stream).take(offset - 348), &mut std::io::sink())
+        .map_err(|e| Error::file(path, stream_error(&e, gz)))?;
+    if skip < offset - 348 {
+        return Err(truncated(348 + skip));
+    }
+    // Grown as the data arrives: never more than the file really holds.
+    let mut raw = Vec::with_capacity(need.min(64 << 20));
+    (&mut stream)
+        .take(need as u64)
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::file(path, stream_error(&e, gz)))?;
+    if raw.len() < need {
+        return Err(truncated(offset + raw.len() as u64));
+    }
+    if gz {
+        // To the end of the last member: flate2 checks each member's CRC32 and length there.
+        std::io::copy(&mut stream, &mut std::io::sink()).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "gzip check failed after the voxel data ({e}): the file may be damaged, re-copy or re-export it"
+                ),
+            )
+        })?;
     }
     let little = header.endianness == ::nifti::Endianness::Little;
     let mut data = decode(&raw, datatype, little);
+    drop(raw);
     if scale {
         for v in &mut data {
             *v = *v * slope + inter;
@@ -371,6 +497,71 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
         header,
         datatype,
         path: path.to_path_buf(),
+    })
+}
+
+/// The header of a `.nii` / `.nii.gz` file alone (a few hundred bytes are decompressed).
+pub fn read_header(path: &Path) -> Result<NiftiHeader> {
+    let (stream, gz, _) = open_stream(path)?;
+    let mut head = Vec::with_capacity(348);
+    stream.take(348).read_to_end(&mut head).map_err(|e| {
+        Error::file(
+            path,
+            format!("cannot read the NIfTI header: {}", stream_error(&e, gz)),
+        )
+    })?;
+    NiftiHeader::from_reader(&head[..]).map_err(|e| {
+        Error::file(
+            path,
+            format!("cannot read the NIfTI header: {}", describe(&e)),
+        )
+    })
+}
+
+/// How two affines (voxel → mm) disagree, when they do by more than `tol_mm` at any corner
+/// of a `dims` grid (`[nx, ny, nz]`): a phrase for a warning or an error; `None` when they
+/// agree. Comparing mapped corners catches a shifted origin and a flipped or swapped axis.
+pub fn affine_mismatch(
+    a: &Matrix4<f64>,
+    b: &Matrix4<f64>,
+    dims: [usize; 3],
+    tol_mm: f64,
+) -> Option<String> {
+    let mut worst = 0f64;
+    for corner in 0..8 {
+        let p = nalgebra::Vector4::new(
+            if corner & 1 != 0 {
+                dims[0].saturating_sub(1) as f64
+            } else {
+                0.0
+            },
+            if corner & 2 != 0 {
+                dims[1].saturating_sub(1) as f64
+            } else {
+                0.0
+            },
+            if corner & 4 != 0 {
+                dims[2].saturating_sub(1) as f64
+            } else {
+                0.0
+            },
+            1.0,
+        );
+        let d = (a * p - b * p).norm();
+        worst = worst.max(if d.is_finite() { d } else { f64::INFINITY });
+    }
+    (worst > tol_mm).then(|| {
+        let origin = |m: &Matrix4<f64>| format!("({:.1}, {:.1}, {:.1})", m[(0, 3)], m[(1, 3)], m[(2, 3)]);
+        let diag = |m: &Matrix4<f64>| {
+            format!("[{:.3}, {:.3}, {:.3}]", m[(0, 0)], m[(1, 1)], m[(2, 2)])
+        };
+        format!(
+            "the affines disagree by up to {worst:.2} mm on the voxel grid (origin {} vs {}, diagonal {} vs {})",
+            origin(a),
+            origin(b),
+            diag(a),
+            diag(b)
+        )
     })
 }
 

@@ -12,6 +12,7 @@
 //! dropout) without recording a tape, several patches or slices per forward.
 //! [`predict_volume`] picks the pipeline from the model's architecture.
 
+pub mod budget;
 pub mod slices;
 pub mod window;
 

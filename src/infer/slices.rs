@@ -108,6 +108,15 @@ pub fn predict_slices_with(
         if p.shape() != [b, num_classes, zin[0], zin[1]] {
             return Err(Error::op(op, format!("the predictor returned {p:?} for {b} slices of {zin:?} and {num_classes} classes")));
         }
+        // NaN probabilities argmax to background: a broken checkpoint or input would pass as
+        // an empty segmentation. One scalar read back per batch catches it.
+        let total = crate::autograd::no_grad(|| ops::sum_all(&p))?.to_f32()?;
+        if !total.iter().all(|v| v.is_finite()) {
+            return Err(Error::op(
+                op,
+                format!("non-finite probabilities in slices {k0}..{} (the checkpoint or the input is broken): stopping", k0 + b),
+            ));
+        }
         let am = ops::argmax_channels(&p)?.to_u32()?;
         let pz = if want_probs { p.to_f32()? } else { Vec::new() };
         for i in 0..b {

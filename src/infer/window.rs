@@ -336,11 +336,19 @@ pub fn sliding_window_with(
         n,
     )?;
     let labels = labels.to_u32()?.into_iter().map(|l| l as u8).collect();
+    let probs = probs.to_f32()?;
+    // NaN probabilities argmax to background: never pass them off as an empty segmentation.
+    if let Some(i) = probs.iter().position(|v| !v.is_finite()) {
+        return Err(Error::op(
+            op,
+            format!("non-finite probability at flat index {i} (the checkpoint or the input is broken): stopping"),
+        ));
+    }
     Ok(Prediction {
         shape,
         num_classes,
         labels,
-        probs: probs.to_f32()?,
+        probs,
     })
 }
 

@@ -24,8 +24,65 @@ pub struct Contents {
     pub metadata: HashMap<String, String>,
 }
 
+/// A checkpoint path that can be read: an existing file, else one line saying what it is
+/// (a folder: which checkpoints it holds).
+pub fn check_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let held: Vec<String> = ["best.safetensors", "last.safetensors"]
+            .iter()
+            .filter(|n| path.join(n).is_file())
+            .map(|n| path.join(n).display().to_string())
+            .collect();
+        return Err(Error::file(
+            path,
+            if held.is_empty() {
+                "is a folder, not a checkpoint file (it holds no best.safetensors or last.safetensors)".to_string()
+            } else {
+                format!(
+                    "is a folder, not a checkpoint file: give one of {}",
+                    held.join(", ")
+                )
+            },
+        ));
+    }
+    if !path.is_file() {
+        return Err(Error::file(path, "checkpoint not found"));
+    }
+    Ok(())
+}
+
+/// Largest weight magnitude of a checkpoint that is not diverged. Trained SS-Net weights
+/// stay within a few units; a value past this is a run that blew up. BatchNorm running
+/// statistics are exempt (on raw intensities, CT in HU, a variance of 1e6 is ordinary).
+pub const MAX_ABS_WEIGHT: f32 = 1e6;
+
+/// Every tensor finite and, except BatchNorm running statistics, within ±[`MAX_ABS_WEIGHT`]:
+/// else one line naming the first bad tensor.
+pub fn check_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Vec<f32>)>,
+) -> std::result::Result<(), String> {
+    for (name, v) in tensors {
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "tensor '{name}' holds {bad} NaN or infinite values: the weights diverged"
+            ));
+        }
+        if name.contains("running_") {
+            continue;
+        }
+        if let Some(m) = v.iter().map(|x| x.abs()).find(|&m| m > MAX_ABS_WEIGHT) {
+            return Err(format!(
+                "tensor '{name}' holds a value of magnitude {m:e} (beyond {MAX_ABS_WEIGHT:e}): the weights diverged"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Read every tensor of a safetensors file as f32 (F32 as is; U8/I64/F64 converted).
 pub fn read(path: &Path) -> Result<Contents> {
+    check_file(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -88,7 +145,83 @@ pub fn write(
         .collect::<Result<_>>()?;
     let data = safetensors::serialize(views, Some(metadata.clone()))
         .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
+    let data = canonical_header(data)
+        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
     atomic_write(path, &data)
+}
+
+/// The same safetensors bytes with the JSON header's keys sorted (tensors and
+/// `__metadata__`): safetensors writes its metadata `HashMap` in a random order, so the same
+/// checkpoint would otherwise differ from run to run. Offsets are untouched.
+fn canonical_header(data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let b: BTreeMap<String, Value> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::to_value(b).unwrap_or(Value::Null)
+            }
+            v => v,
+        }
+    }
+    let n = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .filter(|&n| 8 + n <= data.len())
+        .ok_or("bad header length")?;
+    let header: Value = serde_json::from_slice(&data[8..8 + n]).map_err(|e| e.to_string())?;
+    let header = sorted(header);
+    // Sorted through a BTreeMap even if serde_json keeps insertion order (preserve_order).
+    let text = match &header {
+        Value::Object(m) => {
+            let b: BTreeMap<&String, &Value> = m.iter().collect();
+            serde_json::to_string(&b).map_err(|e| e.to_string())?
+        }
+        _ => return Err("the header is not a JSON object".into()),
+    };
+    let mut head = text.into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + data.len() - 8 - n);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&data[8 + n..]);
+    Ok(out)
+}
+
+/// Temporary files [`atomic_write`] names for `path`: `.<name>.<random>.tmp` beside it.
+fn temp_prefix(path: &Path) -> String {
+    format!(
+        ".{}.",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )
+}
+
+/// Remove the temporary files a killed [`atomic_write`] of `names` left in `dir` (and the
+/// `.tmpXXXXXX` files of versions before they were named). Returns what was removed.
+pub fn remove_stale_temporaries(dir: &Path, names: &[&str]) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let prefixes: Vec<String> = names.iter().map(|n| temp_prefix(Path::new(n))).collect();
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = prefixes
+            .iter()
+            .any(|p| name.starts_with(p.as_str()) && name.ends_with(".tmp"));
+        let legacy = name.len() == 10
+            && name.starts_with(".tmp")
+            && name[4..].chars().all(|c| c.is_ascii_alphanumeric());
+        if (ours || legacy) && e.path().is_file() && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed.sort();
+    removed
 }
 
 /// Write bytes to `path` through a temporary file in the same folder and a rename.
@@ -99,7 +232,10 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::file(dir, format!("cannot create folder: {e}")))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(path))
+        .suffix(".tmp")
+        .tempfile_in(dir)
         .map_err(|e| Error::file(dir, format!("cannot create a temporary file: {e}")))?;
     tmp.write_all(data)
         .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
@@ -162,6 +298,12 @@ impl Model {
                 }
             }
         }
+        check_finite(c.tensors.iter().map(|(k, (v, _))| (k, v))).map_err(|m| {
+            Error::file(
+                path,
+                format!("{m}; refusing this checkpoint (use an earlier one)"),
+            )
+        })?;
         // `ssnet train`'s last.safetensors also holds the optimiser state: skip it.
         let values = c
             .tensors
@@ -190,5 +332,26 @@ impl Model {
             serde_json::to_string(&self.cfg).unwrap_or_default(),
         );
         write(path, &tensors, &metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverged_or_non_finite_weights_are_named() {
+        let t = |name: &str, v: f32| (name.to_string(), vec![0.5, v]);
+        let ok = [t("a.weight", 2.0), t("bn.running_var", 1e9)];
+        check_finite(ok.iter().map(|(k, v)| (k, v))).unwrap();
+        let big = [t("a.weight", 2.0), t("b.weight", -3e7)];
+        let e = check_finite(big.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("'b.weight'") && e.contains("diverged"), "{e}");
+        let nan = [t("c.bias", f32::INFINITY)];
+        let e = check_finite(nan.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(
+            e.contains("'c.bias'") && e.contains("NaN or infinite"),
+            "{e}"
+        );
     }
 }

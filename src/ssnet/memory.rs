@@ -28,6 +28,20 @@ pub struct PrototypeMemory {
     pub order: MemoryOrder,
     /// Per class: [rows ≤ per_class, 32], or None when never set.
     pub entries: Vec<Option<Tensor>>,
+    /// Keep each class's last ranking in [`PrototypeMemory::rankings`] (off by default: the
+    /// candidates of a class can be millions of rows; the golden tests turn it on to say which
+    /// near-equal scores decided a memory).
+    pub keep_rankings: bool,
+    /// Per class, when `keep_rankings`: the candidate rows `[n, 32]`, their scores and the
+    /// indices kept, of the last update that ranked (None where every candidate was kept).
+    pub rankings: Vec<Option<Ranking>>,
+}
+
+/// One class's ranking (see [`PrototypeMemory::keep_rankings`]).
+pub struct Ranking {
+    pub candidates: Tensor,
+    pub scores: Vec<f32>,
+    pub kept: Vec<u32>,
 }
 
 impl PrototypeMemory {
@@ -36,6 +50,8 @@ impl PrototypeMemory {
             per_class,
             order,
             entries: vec![None; num_classes],
+            keep_rankings: false,
+            rankings: (0..num_classes).map(|_| None).collect(),
         }
     }
 
@@ -69,6 +85,7 @@ impl PrototypeMemory {
                 if count == 0 {
                     continue;
                 }
+                self.rankings[c] = None;
                 if count <= self.per_class {
                     self.entries[c] = Some(rows);
                     continue;
@@ -78,6 +95,13 @@ impl PrototypeMemory {
                 let keep = select_indices(&scores, self.per_class, self.order);
                 let idx = Tensor::from_u32(feats.gpu(), &keep, &[keep.len()])?;
                 self.entries[c] = Some(ops::gather_rows(&rows, &idx, keep.len())?);
+                if self.keep_rankings {
+                    self.rankings[c] = Some(Ranking {
+                        candidates: rows,
+                        scores,
+                        kept: keep,
+                    });
+                }
             }
             Ok(())
         })

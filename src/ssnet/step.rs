@@ -304,19 +304,24 @@ impl Trainer {
                 ),
             ));
         }
-        let names = [
-            "loss",
-            "loss_dice",
-            "loss_ce",
-            "loss_lds",
-            "loss_cl_l",
-            "loss_cl_u",
-        ];
-        if let Some(i) = vals[..names.len()].iter().position(|v| !v.is_finite()) {
+        // Name every non-finite term (the total is non-finite whenever one is): which term
+        // blew up says where to look.
+        let names = ["loss", "dice", "ce", "lds", "cl_l", "cl_u"];
+        let bad: Vec<String> = names
+            .iter()
+            .zip(&vals)
+            .skip(1)
+            .filter(|(_, v)| !v.is_finite())
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect();
+        if !bad.is_empty() || !vals[0].is_finite() {
+            let terms = if bad.is_empty() {
+                format!("the weighted total = {} (every term is finite)", vals[0])
+            } else {
+                bad.join(", ")
+            };
             return Err(Error::msg(format!(
-                "non-finite {} ({}) at iteration {}: stopping before the update",
-                names[i],
-                vals[i],
+                "non-finite loss at iteration {}: {terms}; stopping before the update",
                 self.iter + 1
             )));
         }

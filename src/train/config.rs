@@ -151,12 +151,20 @@ pub struct TrainConfig {
     /// After training: predict the test split with the best checkpoint (NIfTI + PNG in
     /// `out/predictions`) and evaluate it.
     pub final_eval: bool,
+    /// Train on NIfTI image / label pairs whose affines disagree (by default refused: the
+    /// label map would not lie on the anatomy it labels).
+    #[serde(default)]
+    pub ignore_affine: bool,
     /// A user's own dataset (`ssnet train --data DIR` on a Decathlon, nnU-Net v2 or plain
     /// layout): its plan and preprocessing; `dataset` then names the preset whose recipe
     /// applies (`la`: 3D VNet, `acdc`: 2D UNet). See [`super::plan`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own: Option<OwnData>,
 }
+
+/// Keys of where a run writes: kept out of checkpoints (a checkpoint's bytes do not depend
+/// on where it was written, and `--resume DIR` writes into DIR).
+pub const LOCATION_KEYS: [&str; 3] = ["out", "checkpoint_dir", "log_dir"];
 
 impl TrainConfig {
     /// The reference defaults of a preset.
@@ -194,6 +202,7 @@ impl TrainConfig {
                 log_dir: None,
                 snapshots: true,
                 final_eval: false,
+                ignore_affine: false,
                 own: None,
             },
             Preset::Acdc => TrainConfig {
@@ -382,6 +391,16 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The configuration as stored in a checkpoint: TOML without [`LOCATION_KEYS`].
+    pub fn to_checkpoint_toml(&self) -> Result<String> {
+        let mut t = toml::Table::try_from(self).map_err(|e| Error::config(e.to_string()))?;
+        for k in LOCATION_KEYS {
+            t.remove(k);
+        }
+        toml::to_string(&t)
+            .map_err(|e| Error::config(format!("cannot write the configuration as TOML: {e}")))
+    }
+
     /// The configuration as TOML (written to `RUN/config.toml`).
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self)
@@ -410,12 +429,27 @@ impl TrainConfig {
             })?),
             None => None,
         };
-        // No preset named: the file's dataset picks its reference preset (default LA).
-        let by_dataset = match file_table.get("dataset").and_then(|v| v.as_str()) {
+        // No preset named: the dataset asked for (flag, else file) picks its reference preset
+        // (default LA), so that `--dataset acdc` never trains ACDC with LA's settings.
+        let dataset = overrides
+            .get("dataset")
+            .or_else(|| file_table.get("dataset"))
+            .and_then(|v| v.as_str());
+        let by_dataset = match dataset {
             Some("acdc") => Preset::Acdc,
             _ => Preset::La,
         };
-        let preset = preset.or(file_preset).unwrap_or(by_dataset);
+        let named = preset.or(file_preset);
+        if let (Some(p), Some(d)) = (named, dataset) {
+            let theirs = TrainConfig::preset(p).dataset.name();
+            if theirs != d {
+                return Err(Error::config(format!(
+                    "dataset = {d} with preset {}: that preset's settings (patch, batch, consistency, ramp-up, VAT, learning-rate steps) are for {theirs}; use --preset {d} or drop --dataset",
+                    p.name()
+                )));
+            }
+        }
+        let preset = named.unwrap_or(by_dataset);
         let mut table = toml::Table::try_from(Self::preset(preset))
             .map_err(|e| Error::config(format!("preset {}: {e}", preset.name())))?;
         let what = file.map(|f| f.1.display().to_string());
@@ -487,5 +521,28 @@ mod tests {
             let back = TrainConfig::from_table(t.parse().unwrap(), None).unwrap();
             assert_eq!(back, c);
         }
+    }
+
+    #[test]
+    fn dataset_flag_selects_its_preset() {
+        let mut o = toml::Table::new();
+        o.insert("dataset".into(), toml::Value::String("acdc".into()));
+        let c = TrainConfig::resolve(None, None, &o).unwrap();
+        assert_eq!(c, TrainConfig::preset(Preset::Acdc));
+        // A preset of the other dataset is refused, in one line naming both.
+        let e = TrainConfig::resolve(Some(Preset::La), None, &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dataset = acdc with preset la"), "{e}");
+        // The sample preset is ACDC: consistent.
+        TrainConfig::resolve(Some(Preset::Sample), None, &o).unwrap();
+    }
+
+    #[test]
+    fn checkpoint_config_has_no_location() {
+        let c = TrainConfig::preset(Preset::Sample);
+        let t: toml::Table = c.to_checkpoint_toml().unwrap().parse().unwrap();
+        assert!(LOCATION_KEYS.iter().all(|k| !t.contains_key(*k)));
+        assert!(t.contains_key("seed") && t.contains_key("data"));
     }
 }

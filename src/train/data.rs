@@ -14,9 +14,11 @@
 use super::augment;
 use super::config::{DatasetKind, TrainConfig};
 use crate::data::dataset::{AcdcDataset, Case, LaDataset, Split};
+use crate::data::nifti;
 use crate::error::{Error, Result};
 use rand_pcg::Pcg32;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 /// One unaugmented training item: LA `[X, Y, Z]`, ACDC `[H, W]`.
@@ -187,6 +189,42 @@ impl TrainSet {
         Ok(c)
     }
 
+    /// Read and check every training volume now (each file validated, an ACDC slice index
+    /// within its volume, image and label in the same space unless `ignore_affine`), so
+    /// that a bad file stops the run before anything is written to the run folder.
+    /// Volumes stay cached for training.
+    pub fn preload(&mut self, ignore_affine: bool) -> Result<()> {
+        let refs: Vec<(String, Option<usize>)> = match &self.source {
+            Source::Memory(_) => return Ok(()),
+            Source::La(ds) => ds.train.iter().map(|id| (id.clone(), None)).collect(),
+            Source::Acdc(ds) => ds
+                .train_slices
+                .iter()
+                .map(|r| (r.case.clone(), Some(r.index)))
+                .collect(),
+        };
+        for (id, slice) in refs {
+            let fresh = !self.cache.contains_key(&id);
+            let c = self.case(&id)?;
+            if let Some(k) = slice {
+                if k >= c.shape[0] {
+                    return Err(Error::file(
+                        &c.image_path,
+                        format!(
+                            "train_slices.list names slice {} of '{id}', the volume has {}",
+                            k + 1,
+                            c.shape[0]
+                        ),
+                    ));
+                }
+            }
+            if fresh && c.image_path != c.label_path {
+                check_affines(&c.image_path, &c.label_path, ignore_affine)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Item `i`, unaugmented.
     pub fn item(&mut self, i: usize) -> Result<Item> {
         match &self.source {
@@ -264,6 +302,32 @@ impl TrainSet {
             all_labels,
         })
     }
+}
+
+/// An image / label pair whose affines disagree: an error naming both unless `ignore`
+/// (then a warning).
+pub fn check_affines(image: &Path, label: &Path, ignore: bool) -> Result<()> {
+    let (hi, hl) = (nifti::read_header(image)?, nifti::read_header(label)?);
+    let dims = [hi.dim[1] as usize, hi.dim[2] as usize, hi.dim[3] as usize];
+    if let Some(why) =
+        nifti::affine_mismatch(&nifti::affine_of(&hi), &nifti::affine_of(&hl), dims, 1e-3)
+    {
+        if !ignore {
+            return Err(Error::file(
+                label,
+                format!(
+                    "{why} with its image {}: the labels would not lie on the anatomy; fix the header, or pass --ignore-affine to train on the voxel grids as they are",
+                    image.display()
+                ),
+            ));
+        }
+        eprintln!(
+            "warning: {} and {}: {why} (--ignore-affine: training on the voxel grids)",
+            image.display(),
+            label.display()
+        );
+    }
+    Ok(())
 }
 
 /// The cases validation runs on: LA `test.list` (as the reference), ACDC `val.list`.

@@ -14,15 +14,26 @@
 //! class with no row in a batch keeps its entry across iterations), and the metadata
 //! `ssnet.train.config` (the configuration, TOML) and `ssnet.train.state` (JSON: iteration,
 //! learning rate, best Dice, sampler and RNG states). `best.safetensors`: the weights with
-//! the best validation Dice so far (strictly better, from 0, as the reference). Both written
-//! atomically (temporary file + rename).
+//! the best validation Dice so far (strictly better, from 0, as the reference; LA compares
+//! with the best rounded to 4 decimals, as `train_ss_3d.py`). Both written atomically
+//! (temporary file + rename; stale temporary files of a killed write are removed at the next
+//! start), only with finite, non-diverged weights.
+//!
+//! A checkpoint's bytes depend only on the run's settings and seed: the configuration is
+//! stored without its folders ([`LOCATION_KEYS`]), the metadata in a fixed order, and the
+//! volatile facts (elapsed time, folder, host, date) go to a sidecar `last.json` /
+//! `best.json` beside it. `--resume DIR` writes into DIR, never into a stored path.
+//!
+//! Before anything is written to the run folder, every training volume and the validation
+//! cases are read and checked, and the patch and batch compared with the adapter and the
+//! host ([`Run::new`], [`Run::resume`]).
 //!
 //! # Logs
 //! `train.jsonl`: one line per iteration, every field of [`StepLosses`] plus `time_s`
 //! (seconds of training so far, across resumes) and `step_s`. `val.jsonl`: one line per
 //! validation. A resumed run first drops the lines past the checkpoint's iteration.
 
-use super::config::{DatasetKind, TrainConfig};
+use super::config::{DatasetKind, TrainConfig, LOCATION_KEYS};
 use super::data::{validation_cases, TrainSet};
 use super::sampler::{SamplerState, TwoStreamSampler};
 use super::snapshot;
@@ -74,7 +85,9 @@ pub struct RunState {
     pub best_dice: Option<f64>,
     pub best_iter: u64,
     pub last_dice: Option<f64>,
-    /// Seconds of training so far.
+    /// Seconds of training so far: kept in the sidecar (`last.json`), not in the checkpoint,
+    /// whose bytes must not depend on timing (read from checkpoints of older versions).
+    #[serde(default, skip_serializing)]
     pub elapsed_s: f64,
     pub sampler: SamplerState,
     pub aug_rng: Pcg32,
@@ -118,6 +131,8 @@ pub struct Run {
     best: Option<(f64, u64)>,
     last_dice: Option<f64>,
     elapsed_before: f64,
+    /// Iteration of the `last.safetensors` on disk (its weights are finite and bounded).
+    last_saved: Option<u64>,
     /// Print validation lines and the progress bar (off in library use by default: on).
     pub verbose: bool,
 }
@@ -201,11 +216,15 @@ impl Run {
             )));
         }
         let sampler = sampler_for(&cfg, &train)?;
+        let mut train = train;
+        let val = prepare(gpu, &cfg, &mut train, val)?;
         let model = Model::init(gpu, cfg.model_config(), cfg.seed)?;
         let trainer = Trainer::new(model, cfg.trainer_config());
+        // Everything is checked: only now is the run folder touched.
         for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
             create_dir(&d)?;
         }
+        remove_stale(&cfg);
         let cfg_path = cfg.out.join("config.toml");
         std::fs::write(&cfg_path, cfg.to_toml()?)
             .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
@@ -225,6 +244,7 @@ impl Run {
             best: None,
             last_dice: None,
             elapsed_before: 0.0,
+            last_saved: None,
             verbose: true,
         })
     }
@@ -265,11 +285,34 @@ impl Run {
         )
     }
 
+    /// The configuration a resume of `path` would run with (nothing is opened but the
+    /// checkpoint).
+    pub fn resume_config(path: &Path, overrides: &toml::Table) -> Result<TrainConfig> {
+        Ok(Self::read_resume(path, overrides)?.0)
+    }
+
     fn read_resume(
         path: &Path,
         overrides: &toml::Table,
     ) -> Result<(TrainConfig, checkpoint::Contents, RunState)> {
         let file = last_checkpoint(path);
+        if !path.exists() {
+            return Err(Error::file(path, "no such run folder or checkpoint"));
+        }
+        if path.is_dir() && !file.exists() {
+            let again = if path.join("config.toml").is_file() {
+                format!(
+                    "start it again with `ssnet train --config {} --overwrite`",
+                    path.join("config.toml").display()
+                )
+            } else {
+                "start a run with `ssnet train`".to_string()
+            };
+            return Err(Error::file(
+                path,
+                format!("no checkpoint yet in this folder (no {LAST}): {again}"),
+            ));
+        }
         let contents = checkpoint::read(&file)?;
         let text = contents.metadata.get(META_CONFIG).ok_or_else(|| {
             Error::file(
@@ -277,9 +320,22 @@ impl Run {
                 format!("not a training checkpoint: no '{META_CONFIG}' metadata"),
             )
         })?;
-        let table = text
+        let mut table = text
             .parse::<toml::Table>()
             .map_err(|e| Error::file(&file, format!("bad {META_CONFIG} metadata: {e}")))?;
+        // Where to write is the folder given, never a path stored in the checkpoint (a run
+        // copied or moved elsewhere must not write into the original).
+        for k in LOCATION_KEYS {
+            table.remove(k);
+        }
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        table.insert(
+            "out".into(),
+            toml::Value::String(dir.to_string_lossy().into_owned()),
+        );
         let saved = TrainConfig::from_table(table, Some(&file.display().to_string()))?;
         let cfg = saved.with_overrides(overrides)?;
         let fixed: [(&str, bool); 4] = [
@@ -334,6 +390,14 @@ impl Run {
         }
         let sampler = TwoStreamSampler::from_state(state.sampler.clone())
             .map_err(|e| Error::file(file, e))?;
+        checkpoint::check_finite(contents.tensors.iter().map(|(k, (v, _))| (k, v))).map_err(
+            |m| {
+                Error::file(
+                    file,
+                    format!("{m}; resume from an earlier checkpoint instead"),
+                )
+            },
+        )?;
         let mcfg = cfg.model_config();
         let mut values = BTreeMap::new();
         let mut momentum = BTreeMap::new();
@@ -367,9 +431,16 @@ impl Run {
             }
             trainer.memory.entries[c] = Some(Tensor::from_f32(gpu, &v, &shape)?);
         }
+        let mut train = train;
+        let val = prepare(gpu, &cfg, &mut train, val)?;
+        let elapsed_before = read_sidecar(&cfg.checkpoint_dir().join(LAST))
+            .filter(|s| s.iteration == state.iter)
+            .map_or(state.elapsed_s, |s| s.elapsed_s);
+        // Everything is checked: only now is the run folder touched.
         for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
             create_dir(&d)?;
         }
+        remove_stale(&cfg);
         for log in [TRAIN_LOG, VAL_LOG] {
             truncate_log(&cfg.log_dir().join(log), state.iter)?;
         }
@@ -386,7 +457,8 @@ impl Run {
             step_rng: state.step_rng,
             best: state.best_dice.map(|d| (d, state.best_iter)),
             last_dice: state.last_dice,
-            elapsed_before: state.elapsed_s,
+            elapsed_before,
+            last_saved: Some(state.iter),
             verbose: true,
         })
     }
@@ -427,30 +499,55 @@ impl Run {
                 );
             }
         }
+        let path = self.cfg.checkpoint_dir().join(LAST);
+        self.check_weights(&path)?;
         let mut meta = HashMap::new();
         meta.insert(
             META_STATE.to_string(),
             serde_json::to_string(&self.state(elapsed_s))
                 .map_err(|e| Error::msg(format!("cannot serialise the run state: {e}")))?,
         );
-        meta.insert(META_CONFIG.to_string(), self.cfg.to_toml()?);
-        let path = self.cfg.checkpoint_dir().join(LAST);
+        meta.insert(META_CONFIG.to_string(), self.cfg.to_checkpoint_toml()?);
         self.trainer.model.save(&path, &extra, &meta)?;
+        write_sidecar(&path, self.trainer.iter, elapsed_s, &self.cfg)?;
         Ok(path)
     }
 
-    fn save_best(&self, dice: f64) -> Result<()> {
+    /// The weights are finite and not diverged, else an error saying which checkpoint on
+    /// disk is the last good one (it is left as it is).
+    fn check_weights(&self, path: &Path) -> Result<()> {
+        let state = self.trainer.model.state()?;
+        checkpoint::check_finite(state.iter()).map_err(|m| {
+            Error::msg(format!(
+                "{m} at iteration {}: not saving them; {}",
+                self.trainer.iter,
+                self.last_good(path)
+            ))
+        })
+    }
+
+    /// Which `last.safetensors` holds the last finite weights, as a phrase.
+    fn last_good(&self, path: &Path) -> String {
+        match self.last_saved {
+            Some(i) => format!(
+                "the last finite checkpoint is {} (iteration {i})",
+                path.display()
+            ),
+            None => "no checkpoint was written yet".to_string(),
+        }
+    }
+
+    fn save_best(&self, dice: f64, elapsed_s: f64) -> Result<()> {
+        let path = self.cfg.checkpoint_dir().join(BEST);
+        self.check_weights(&self.cfg.checkpoint_dir().join(LAST))?;
         let mut meta = HashMap::new();
         meta.insert(
             META_BEST.to_string(),
             serde_json::json!({ "iter": self.trainer.iter, "dice": dice }).to_string(),
         );
-        meta.insert(META_CONFIG.to_string(), self.cfg.to_toml()?);
-        self.trainer.model.save(
-            &self.cfg.checkpoint_dir().join(BEST),
-            &BTreeMap::new(),
-            &meta,
-        )
+        meta.insert(META_CONFIG.to_string(), self.cfg.to_checkpoint_toml()?);
+        self.trainer.model.save(&path, &BTreeMap::new(), &meta)?;
+        write_sidecar(&path, self.trainer.iter, elapsed_s, &self.cfg)
     }
 
     /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list;
@@ -558,12 +655,21 @@ impl Run {
             let x = Tensor::from_f32(&gpu, &batch.x, &batch.x_shape)?;
             let labels = Tensor::from_u32(&gpu, &batch.labels, &batch.label_shape)?;
             let t0 = Instant::now();
-            let losses = self.trainer.step(&StepInputs {
-                x: &x,
-                labels: &labels,
-                rand_u: None,
-                seed,
-            })?;
+            let losses = self
+                .trainer
+                .step(&StepInputs {
+                    x: &x,
+                    labels: &labels,
+                    rand_u: None,
+                    seed,
+                })
+                .map_err(|e| match e {
+                    Error::Msg(m) if m.starts_with("non-finite") => Error::Msg(format!(
+                        "{m}; {}",
+                        self.last_good(&self.cfg.checkpoint_dir().join(LAST))
+                    )),
+                    e => e,
+                })?;
             let step_s = t0.elapsed().as_secs_f64();
             let it = losses.iter;
             let mut line = serde_json::to_value(losses)
@@ -593,8 +699,8 @@ impl Run {
                     self.last_dice = Some(dice);
                     let improved = dice > self.best.map_or(0.0, |b| b.0);
                     if improved {
-                        self.best = Some((dice, it));
-                        self.save_best(dice)?;
+                        self.best = Some((best_as_kept(self.cfg.dataset, dice), it));
+                        self.save_best(dice, elapsed(&t_start, self.elapsed_before))?;
                     }
                     let (best_dice, best_iter) = self.best.unwrap_or((0.0, 0));
                     let v = Validation {
@@ -629,6 +735,7 @@ impl Run {
             }
             if it.is_multiple_of(ckpt_every) || it == max {
                 self.save_last(elapsed(&t_start, self.elapsed_before))?;
+                self.last_saved = Some(it);
             }
         }
         Ok(Summary {
@@ -642,6 +749,117 @@ impl Run {
             log_dir: self.cfg.log_dir(),
         })
     }
+}
+
+/// The best Dice as the reference keeps it: LA's `train_ss_3d.py` stores
+/// `best_dice = round(dice, 4)` and compares later validations against that, so a Dice
+/// within 1e-4 above an unrounded best still counts as better; ACDC's `train_ss_2d.py`
+/// keeps it unrounded. Python's `round` is correctly rounded, as Rust's `{:.4}`.
+pub fn best_as_kept(kind: DatasetKind, dice: f64) -> f64 {
+    match kind {
+        DatasetKind::La => format!("{dice:.4}").parse().unwrap_or(dice),
+        DatasetKind::Acdc => dice,
+    }
+}
+
+/// The checks of a run before anything is written: every training volume read and
+/// validated, the validation cases loaded (when it validates), the patch and batch against
+/// the adapter and the host. Returns the validation cases.
+fn prepare(
+    gpu: &Arc<Gpu>,
+    cfg: &TrainConfig,
+    train: &mut TrainSet,
+    val: Option<Vec<Case>>,
+) -> Result<Option<Vec<Case>>> {
+    crate::infer::budget::check_fits(gpu, "patch", cfg.batch_size, &cfg.patch)?;
+    // The validation settings matter when a validation falls within this run.
+    let validates = cfg.val_interval > 0 && {
+        let first = cfg.val_start.max(1).div_ceil(cfg.val_interval) * cfg.val_interval;
+        first <= cfg.max_iterations
+    };
+    if cfg.dataset == DatasetKind::La && validates {
+        crate::infer::budget::check_fits(gpu, "val_patch", 1, &cfg.val_patch())?;
+        // Strides against the window, now rather than at the first validation.
+        infer_config(cfg).window.validate().map_err(|e| match e {
+            Error::Config(m) => Error::config(format!("val_stride_xy / val_stride_z: {m}")),
+            e => e,
+        })?;
+    }
+    train.preload(cfg.ignore_affine)?;
+    match val {
+        Some(v) => Ok(Some(v)),
+        None if validates => Ok(Some(validation_cases(cfg)?)),
+        None => Ok(None),
+    }
+}
+
+/// Remove what a killed checkpoint write of this run left (temporary files).
+fn remove_stale(cfg: &TrainConfig) {
+    let names = [LAST, BEST, LAST_SIDECAR, BEST_SIDECAR];
+    for p in checkpoint::remove_stale_temporaries(&cfg.checkpoint_dir(), &names) {
+        eprintln!(
+            "removed {} (left by an interrupted checkpoint write)",
+            p.display()
+        );
+    }
+}
+
+/// Sidecar files: the volatile facts of a checkpoint (where and when it was written, how
+/// long training took), kept out of its bytes.
+pub const LAST_SIDECAR: &str = "last.json";
+pub const BEST_SIDECAR: &str = "best.json";
+
+/// What a sidecar holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub checkpoint: String,
+    pub iteration: u64,
+    /// Seconds of training up to this checkpoint, across resumes.
+    pub elapsed_s: f64,
+    pub out: String,
+    /// Seconds since the Unix epoch.
+    pub written_unix_s: u64,
+    pub host: String,
+}
+
+fn sidecar_path(checkpoint: &Path) -> PathBuf {
+    checkpoint.with_extension("json")
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn write_sidecar(
+    checkpoint: &Path,
+    iteration: u64,
+    elapsed_s: f64,
+    cfg: &TrainConfig,
+) -> Result<()> {
+    let s = Sidecar {
+        checkpoint: checkpoint.display().to_string(),
+        iteration,
+        elapsed_s,
+        out: cfg.out.display().to_string(),
+        written_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        host: host_name(),
+    };
+    let text = serde_json::to_string_pretty(&s)
+        .map_err(|e| Error::msg(format!("cannot serialise the sidecar: {e}")))?;
+    let path = sidecar_path(checkpoint);
+    checkpoint::atomic_write(&path, text.as_bytes())
+}
+
+/// The sidecar of a checkpoint, when there is a readable one.
+pub fn read_sidecar(checkpoint: &Path) -> Option<Sidecar> {
+    let text = std::fs::read_to_string(sidecar_path(checkpoint)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The inference settings of a configuration: ACDC slice-wise at `patch`; LA sliding window
@@ -680,4 +898,43 @@ pub fn write_case_png(path: &Path, case: &Case, pred: &[u8], kind: DatasetKind) 
     let (lab, _) = snapshot::slice_of(&case.label, case.shape, axis, k);
     let (prd, _) = snapshot::slice_of(pred, case.shape, axis, k);
     snapshot::write_panels(path, &img, &lab, &prd, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 15: LA keeps the best rounded to 4 decimals (`train_ss_3d.py`), which
+    /// decides the kept checkpoint when two validations are within 1e-4; ACDC does not round.
+    #[test]
+    fn la_best_is_compared_rounded_as_the_reference() {
+        let improves = |kind, seq: &[f64]| -> Vec<bool> {
+            let mut best = 0.0;
+            seq.iter()
+                .map(|&d| {
+                    let better = d > best;
+                    if better {
+                        best = best_as_kept(kind, d);
+                    }
+                    better
+                })
+                .collect()
+        };
+        // Rounded up: 0.80006 is kept as 0.8001, so 0.80008 does not improve on it.
+        assert_eq!(
+            improves(DatasetKind::La, &[0.80006, 0.80008]),
+            [true, false]
+        );
+        assert_eq!(
+            improves(DatasetKind::Acdc, &[0.80006, 0.80008]),
+            [true, true]
+        );
+        // Rounded down: 0.80004 is kept as 0.8, so 0.80002 improves on it.
+        assert_eq!(improves(DatasetKind::La, &[0.80004, 0.80002]), [true, true]);
+        assert_eq!(
+            improves(DatasetKind::Acdc, &[0.80004, 0.80002]),
+            [true, false]
+        );
+        assert_eq!(best_as_kept(DatasetKind::La, 0.86334999), 0.8633);
+    }
 }

@@ -5,7 +5,7 @@
 
 mod golden_conv_support {
     use ssnet::autograd::backward_with;
-    use ssnet::golden::{check_rel_l2, Fixture};
+    use ssnet::golden::{Fixture, Parity};
     use ssnet::gpu::Gpu;
     use ssnet::tensor::Tensor;
 
@@ -15,7 +15,7 @@ mod golden_conv_support {
         Tensor::from_f32(&gpu, &v, &s).unwrap()
     }
 
-    pub fn run(stem: &str) -> Vec<Result<(), String>> {
+    pub fn run(stem: &str) {
         let fx = Fixture::load("ops", stem).unwrap();
         let stride = fx.cfg_f64("stride").unwrap() as usize;
         let pad = fx.cfg_f64("padding").unwrap() as usize;
@@ -45,48 +45,47 @@ mod golden_conv_support {
         }
         .unwrap();
         let gr = backward_with(&y, &load(&fx, "gy")).unwrap();
-        let want = |n: &str| fx.f32(n).unwrap().0;
-        let got = |t: &Tensor| gr.get(t).unwrap().to_f32().unwrap();
         let gw_tol = if rank == 5 {
             super::tol::CONV3D_GW
         } else {
             super::tol::OP
         };
-        vec![
-            check_rel_l2("y", &y.to_f32().unwrap(), &want("y"), super::tol::OP),
-            check_rel_l2("gx", &got(&x), &want("gx"), super::tol::OP),
-            check_rel_l2("gw", &got(&w), &want("gw"), gw_tol),
-            check_rel_l2("gb", &got(&b), &want("gb"), super::tol::OP),
-        ]
+        let mut p = Parity::new(&fx);
+        let got = |t: &Tensor| gr.get(t).unwrap().to_f32().unwrap();
+        p.tensor("y", "y", &y.to_f32().unwrap(), super::tol::OP);
+        p.tensor("gx", "gx", &got(&x), super::tol::OP);
+        p.tensor("gw", "gw", &got(&w), gw_tol);
+        p.tensor("gb", "gb", &got(&b), super::tol::OP);
+        p.finish();
     }
 }
 
 #[test]
 fn ops__conv3d_k3_p1() {
-    verdict(golden_conv_support::run("conv3d_k3_p1"));
+    golden_conv_support::run("conv3d_k3_p1");
 }
 
 #[test]
 fn ops__conv3d_k2_s2() {
-    verdict(golden_conv_support::run("conv3d_k2_s2"));
+    golden_conv_support::run("conv3d_k2_s2");
 }
 
 #[test]
 fn ops__conv3d_k1() {
-    verdict(golden_conv_support::run("conv3d_k1"));
+    golden_conv_support::run("conv3d_k1");
 }
 
 #[test]
 fn ops__conv_transpose3d_k2_s2() {
-    verdict(golden_conv_support::run("conv_transpose3d_k2_s2"));
+    golden_conv_support::run("conv_transpose3d_k2_s2");
 }
 
 #[test]
 fn ops__conv2d_k3_p1() {
-    verdict(golden_conv_support::run("conv2d_k3_p1"));
+    golden_conv_support::run("conv2d_k3_p1");
 }
 
 #[test]
 fn ops__conv2d_k1() {
-    verdict(golden_conv_support::run("conv2d_k1"));
+    golden_conv_support::run("conv2d_k1");
 }

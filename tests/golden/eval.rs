@@ -4,7 +4,6 @@
 /// medpy's dc / jc / hd95 / asd with the fixture's voxel spacing, skimage's largest
 /// 26-connected component (exact mask), and dc / hd95 of that component against gt.
 fn eval_metrics(stem: &str) {
-    use ssnet::golden::check_scalar;
     use ssnet::metrics::{evaluate, foreground, largest_component, CONN_26};
     let fx = Fixture::load("eval", stem).unwrap();
     let (gt, dims) = fx.u8("gt").unwrap();
@@ -32,20 +31,26 @@ fn eval_metrics(stem: &str) {
         lcc_u8.len(),
         want_lcc.iter().filter(|&&v| v == 1).count()
     );
-    let tol = tol::METRIC;
-    verdict(vec![
-        check_scalar("dice", m.dice, fx.cfg_f64("dice").unwrap(), tol),
-        check_scalar("jaccard", m.jaccard, fx.cfg_f64("jaccard").unwrap(), tol),
-        check_scalar("hd95", m.hd95, fx.cfg_f64("hd95").unwrap(), tol),
-        check_scalar("asd", m.asd, fx.cfg_f64("asd").unwrap(), tol),
-        check_scalar("hd95_lcc", ml.hd95, fx.cfg_f64("hd95_lcc").unwrap(), tol),
-        check_scalar("dice_lcc", ml.dice, fx.cfg_f64("dice_lcc").unwrap(), tol),
-        if lcc_diff == 0 {
-            Ok(())
-        } else {
-            Err(format!("largest_cc: {lcc_diff} voxels differ"))
-        },
-    ]);
+    // Metrics are computed in float64 on both sides: the reference's float32 value is its
+    // float64 value, and the README's tolerance decides.
+    let mut p = ssnet::golden::Parity::new(&fx);
+    for (name, got) in [
+        ("dice", m.dice),
+        ("jaccard", m.jaccard),
+        ("hd95", m.hd95),
+        ("asd", m.asd),
+        ("hd95_lcc", ml.hd95),
+        ("dice_lcc", ml.dice),
+    ] {
+        let want = fx.cfg_f64(name).unwrap();
+        p.scalar_vs(name, name, got, want, want, tol::METRIC);
+    }
+    p.exact(if lcc_diff == 0 {
+        Ok(())
+    } else {
+        Err(format!("largest_cc: {lcc_diff} voxels differ"))
+    });
+    p.finish();
 }
 
 #[test]
@@ -97,11 +102,11 @@ fn eval_zoom(stem: &str) {
     let back = zoom_nearest(&label_256, &[256, 256], &ldims).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     let u = |v: &[u8]| v.iter().map(|&x| x as u32).collect::<Vec<u32>>();
-    verdict(vec![
-        exact("image_256", bits(&img), bits(&image_256)),
-        exact("label_256", u(&lab), u(&label_256)),
-        exact("label_back", u(&back), u(&label_back)),
-    ]);
+    let mut p = ssnet::golden::Parity::new(&fx);
+    p.exact(exact("image_256", bits(&img), bits(&image_256)));
+    p.exact(exact("label_256", u(&lab), u(&label_256)));
+    p.exact(exact("label_back", u(&back), u(&label_back)));
+    p.finish();
 }
 
 #[test]

@@ -29,23 +29,15 @@ fn golden_batchnorm(stem: &str) {
     let (rm, rv) = (t("running_mean").0, t("running_var").0);
     let y = ops::batch_norm(&x, &gamma, &beta, &rm, &rv, mode, momentum, eps, Act::None).unwrap();
     let grads = ssnet::autograd::backward_with(&y, &t("gy").0).unwrap();
-    let want = |name: &str| fx.f32(name).unwrap().0;
-    let chk = |name: &str, got: &Tensor| {
-        ssnet::golden::check_rel_l2(
-            &format!("{stem} {name}"),
-            &got.to_f32().unwrap(),
-            &want(name),
-            tol::OP,
-        )
-    };
-    verdict(vec![
-        chk("y", &y),
-        chk("gx", grads.get(&x).unwrap()),
-        chk("ggamma", grads.get(&gamma).unwrap()),
-        chk("gbeta", grads.get(&beta).unwrap()),
-        chk("running_mean_after", &rm),
-        chk("running_var_after", &rv),
-    ]);
+    let mut p = ssnet::golden::Parity::new(&fx);
+    let mut chk = |name: &str, got: &Tensor| p.tensor(name, name, &got.to_f32().unwrap(), tol::OP);
+    chk("y", &y);
+    chk("gx", grads.get(&x).unwrap());
+    chk("ggamma", grads.get(&gamma).unwrap());
+    chk("gbeta", grads.get(&beta).unwrap());
+    chk("running_mean_after", &rm);
+    chk("running_var_after", &rv);
+    p.finish();
 }
 
 #[test]
@@ -85,20 +77,10 @@ fn golden_resample(stem: &str, op: &dyn Fn(&ssnet::tensor::Tensor) -> ssnet::ten
         fx.shape("y").unwrap().as_slice(),
         "{stem}: output shape"
     );
-    verdict(vec![
-        ssnet::golden::check_rel_l2(
-            &format!("{stem} y"),
-            &y.to_f32().unwrap(),
-            &fx.f32("y").unwrap().0,
-            tol::OP,
-        ),
-        ssnet::golden::check_rel_l2(
-            &format!("{stem} gx"),
-            &gx.to_f32().unwrap(),
-            &fx.f32("gx").unwrap().0,
-            tol::OP,
-        ),
-    ]);
+    let mut p = ssnet::golden::Parity::new(&fx);
+    p.tensor("y", "y", &y.to_f32().unwrap(), tol::OP);
+    p.tensor("gx", "gx", &gx.to_f32().unwrap(), tol::OP);
+    p.finish();
 }
 
 #[test]

@@ -2,6 +2,12 @@
 //! tolerances of its README. Used by `tests/golden.rs`; public so that other fixture sets and
 //! tools can reuse it.
 
+pub mod parity;
+pub mod prototypes;
+
+pub use parity::{Parity, K};
+pub use prototypes::Ranking;
+
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
@@ -215,23 +221,36 @@ pub fn summary(v: &[f32]) -> Vec<f64> {
     out
 }
 
-/// The summary comparison's error (as in [`check_summary`]) between two full tensors:
-/// how far `a` is from `b` by the measure the fixtures are compared with. Used to measure a
-/// model's own sensitivity to float32 rounding of its input.
-pub fn summary_distance(a: &[f32], b: &[f32]) -> f64 {
-    let want: Vec<f32> = summary(b).iter().map(|&x| x as f32).collect();
-    let got = summary(a);
-    let scale = (want[2] as f64).abs().max(1e-30);
-    let mean_abs = scale / b.len().max(1) as f64;
-    got.iter()
-        .zip(&want)
-        .enumerate()
-        .map(|(i, (&g, &w))| {
-            let w = w as f64;
-            let denom = if i < 3 { scale } else { w.abs() + mean_abs };
-            (g - w).abs() / denom.max(1e-30)
-        })
-        .fold(0f64, f64::max)
+/// The summary comparison's error: the worst over the entries of `got` (a summary, f64) against
+/// `want` (a stored summary) of a tensor of `n` elements: the three sums relative to
+/// `sum|v|`, each sample relative to `|sample| + mean|v|`. Returns the error and the entry.
+pub fn summary_error(got: &[f64], want: &[f32], n: usize) -> (f64, usize) {
+    let scale = (want.get(2).copied().unwrap_or(0.0) as f64)
+        .abs()
+        .max(1e-30);
+    let mean_abs = scale / n.max(1) as f64;
+    let (mut worst, mut at) = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let w = w as f64;
+        let denom = if i < 3 { scale } else { w.abs() + mean_abs };
+        let e = (g - w).abs() / denom.max(1e-30);
+        let e = if e.is_nan() { f64::INFINITY } else { e };
+        if e > worst {
+            worst = e;
+            at = i;
+        }
+    }
+    (worst, at)
+}
+
+/// The name of entry `i` of a summary.
+pub fn summary_entry(i: usize) -> String {
+    match i {
+        0 => "sum".to_string(),
+        1 => "l2".to_string(),
+        2 => "sum|v|".to_string(),
+        k => format!("sample {}", k - 3),
+    }
 }
 
 /// Compare the values `v` with a stored summary of them: the three sums within `tol·sum|v|`,
@@ -245,67 +264,17 @@ pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<()
             want.len()
         ));
     }
-    let scale = (want[2] as f64).abs().max(1e-30);
-    let mean_abs = scale / v.len().max(1) as f64;
-    let (mut worst, mut at) = (0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let w = w as f64;
-        let denom = if i < 3 { scale } else { w.abs() + mean_abs };
-        let e = (g - w).abs() / denom.max(1e-30);
-        let e = if e.is_nan() { f64::INFINITY } else { e };
-        if e > worst {
-            worst = e;
-            at = i;
-        }
-    }
-    let entry = match at {
-        0 => "sum".to_string(),
-        1 => "l2".to_string(),
-        2 => "sum|v|".to_string(),
-        k => format!("sample {}", k - 3),
-    };
-    println!("{what:<48} summary worst rel {worst:.3e} at {entry} (got {:.6e}, want {:.6e}; tol {tol:.0e})", got[at], want[at]);
+    let (worst, at) = summary_error(&got, want, v.len());
+    println!(
+        "{what:<48} summary worst rel {worst:.3e} at {} (got {:.6e}, want {:.6e}; tol {tol:.0e})",
+        summary_entry(at),
+        got[at],
+        want[at]
+    );
     if worst <= tol {
         Ok(())
     } else {
         Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}"))
-    }
-}
-
-/// Absolute tolerance for gradients that vanish in exact arithmetic (a conv bias followed by
-/// BatchNorm, a weight multiplied by b/b = 1): the f64 reference stores ~1e-18, float32
-/// leaves rounding noise of the size of the layer's other gradients times 2^-24 (~1e-7 here).
-/// A wrong gradient is orders of magnitude larger.
-pub const VANISHING_ABS: f64 = 1e-5;
-
-/// Compare a full tensor `v` with a stored entry that is either the full tensor (relative
-/// L2) or its summary (see [`check_summary`]). Fixture entries whose values are all below
-/// 1e-12 in magnitude are gradients that vanish in exact arithmetic: they are compared in
-/// absolute terms (every |got - want| ≤ [`VANISHING_ABS`]).
-pub fn check_full_or_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
-    let tiny = want.iter().all(|w| w.abs() < 1e-12);
-    if tiny {
-        let got = if want.len() == v.len() {
-            v.iter().map(|&x| x as f64).collect::<Vec<_>>()
-        } else {
-            summary(v)
-        };
-        let worst = got
-            .iter()
-            .zip(want)
-            .map(|(g, w)| (g - *w as f64).abs())
-            .fold(0f64, f64::max);
-        println!("{what:<48} vanishing: worst abs {worst:.3e} (tol {VANISHING_ABS:.0e})");
-        return if got.len() == want.len() && worst <= VANISHING_ABS {
-            Ok(())
-        } else {
-            Err(format!("{what}: expected ~0, worst abs {worst:.3e}"))
-        };
-    }
-    if want.len() == v.len() {
-        check_rel_l2(what, v, want, tol)
-    } else {
-        check_summary(what, v, want, tol)
     }
 }
 
@@ -345,22 +314,51 @@ pub fn check_change(
 
 /// The error measure of [`check_change`] (`want_after` is a stored summary, or the full tensor).
 pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result<f64, String> {
+    change_error_of(before, after, after, want_after)
+}
+
+/// The same measure for another run's `got_after`, stored in the same form as `want_after`
+/// (a summary, or the full tensor), e.g. the reference's own float32 run; `ours_after` (our
+/// full tensor) gives the scale of the change, so both runs are measured with one yardstick.
+pub fn change_error_of(
+    before: &[f32],
+    ours_after: &[f32],
+    got_after: &[f32],
+    want_after: &[f32],
+) -> Result<f64, String> {
+    let n = before.len();
+    if ours_after.len() != n {
+        return Err(format!("before has {n} values, after {}", ours_after.len()));
+    }
     let sb = summary(before);
-    let sa = summary(after);
-    if want_after.len() != sa.len() {
-        if want_after.len() != after.len() {
-            return Err(format!(
-                "stored {} values, tensor has {}",
-                want_after.len(),
-                after.len()
-            ));
+    if want_after.len() == n {
+        if got_after.len() != n {
+            return Err(format!("stored {} values, tensor has {n}", got_after.len()));
         }
-        let d_got: Vec<f32> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let d_got: Vec<f32> = got_after.iter().zip(before).map(|(a, b)| a - b).collect();
         let d_want: Vec<f32> = want_after.iter().zip(before).map(|(a, b)| a - b).collect();
         return Ok(errors(&d_got, &d_want).rel_l2);
     }
-    let n = after.len().max(1);
-    let scale: f64 = after
+    if want_after.len() != sb.len() {
+        return Err(format!(
+            "stored {} values, tensor has {n} (summary of {})",
+            want_after.len(),
+            sb.len()
+        ));
+    }
+    let sa: Vec<f64> = if got_after.len() == n {
+        summary(got_after)
+    } else if got_after.len() == sb.len() {
+        got_after.iter().map(|&v| v as f64).collect()
+    } else {
+        return Err(format!(
+            "{} values to compare, expected {n} or {}",
+            got_after.len(),
+            sb.len()
+        ));
+    };
+    let n = n.max(1);
+    let scale: f64 = ours_after
         .iter()
         .zip(before)
         .map(|(a, b)| ((*a as f64) - (*b as f64)).abs())
@@ -385,40 +383,4 @@ pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result
         worst = worst.max(if e.is_nan() { f64::INFINITY } else { e });
     }
     Ok(worst)
-}
-
-/// Relative L2 error with a floor on the reference norm: `|got - want| / max(|want|, floor)`.
-/// For a gradient that is a near-cancelling sum (a bias whose layer output is renormalised),
-/// the floor is the norm of the same layer's weight gradient: float32 leaves an absolute
-/// error of that scale times ~1e-7 however small the cancelled result is.
-pub fn check_rel_l2_floor(
-    what: &str,
-    got: &[f32],
-    want: &[f32],
-    tol: f64,
-    floor: f64,
-) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!(
-            "{what}: {} values, expected {}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let d: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| ((*g as f64) - (*w as f64)).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let w: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt();
-    let e = d / w.max(floor).max(1e-30);
-    println!(
-        "{what:<48} rel_l2 {e:.3e} (reference norm {w:.3e}, floor {floor:.3e}; tol {tol:.0e})"
-    );
-    if e <= tol {
-        Ok(())
-    } else {
-        Err(format!("{what}: relative L2 error {e:.3e} over {tol:.0e}"))
-    }
 }
