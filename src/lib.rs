@@ -7,7 +7,7 @@
 //! The crate reads as floors, each using only those below it:
 //!
 //! ```text
-//! cli      one file per subcommand (train, eval, predict, bench, devices)
+//! cli      one file per subcommand (train, eval, predict, plan, bench, devices)
 //! ssnet    VAT, prototype memory, contrastive loss, ramp-up, the training step and loop
 //! infer    sliding-window (3D) and slice-wise (2D) prediction
 //! nn       layers, VNet, UNet, heads, initialisation, safetensors checkpoints
@@ -15,7 +15,7 @@
 //! autograd the tape: nodes in execution order, backward, backward_wrt, no_grad
 //! tensor   GPU tensor handle: shape, dtype, pooled buffer, upload / readback
 //! gpu      adapter + device + limits, error scopes, buffer pool, shader registry, dispatch
-//! data, metrics   plain CPU code (NIfTI, HDF5, datasets, augmentation; Dice, 95HD, ASD...)
+//! data, metrics   plain CPU code (NIfTI, HDF5, datasets, own layouts + preprocessing; Dice, 95HD, ASD...)
 //! reference       the CPU twin of every kernel, f64 accumulation (tests, debugging)
 //! ```
 //!

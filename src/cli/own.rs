@@ -13,9 +13,10 @@
 //! flags.
 //!
 //! A fresh run: the layout is read and checked, the split chosen (seeded), the plan made and
-//! printed, every case read, checked and preprocessed — and only then is anything written:
-//! `RUN/plan.json`, `RUN/splits.json`, the cache `RUN/preprocessed/<fingerprint>/`, then the
-//! run itself (config, logs, checkpoints). The configuration (and so every checkpoint) holds
+//! printed, every case read, checked and preprocessed, the patch checked against the adapter
+//! — and only then is anything written: the run (config, logs), `RUN/plan.json`,
+//! `RUN/splits.json`, the cache `RUN/preprocessed/<fingerprint>/`, then the checkpoints as
+//! training goes. The configuration (and so every checkpoint) holds
 //! the plan's preprocessing; `--resume RUN` reuses `splits.json` and the cache.
 //!
 //! Prediction with such a checkpoint preprocesses each scan the same way, predicts, and maps
@@ -285,16 +286,16 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
         },
         t0.elapsed().as_secs_f64()
     );
-    std::fs::create_dir_all(&cfg.out)
-        .map_err(|e| Error::file(&cfg.out, format!("cannot create folder: {e}")))?;
-    plan.write(&cfg.out)?;
-    split.write(&cfg.out)?;
+    let (train, val) = own::sets(&cfg, &split, &cases)?;
+    // The run checks the patch against the adapter before it creates its folder; the plan,
+    // the split and the cache follow it (a resumed run reads the last two).
+    let mut run = Run::with_data(&gpu, cfg, train, Some(val))?;
+    plan.write(&run.cfg.out)?;
+    split.write(&run.cfg.out)?;
     if fresh {
         own::write_cache(&cache_dir, &cases)?;
     }
-    let (train, val) = own::sets(&cfg, &split, &cases)?;
     drop(cases);
-    let mut run = Run::with_data(&gpu, cfg, train, Some(val))?;
     let summary = run.train()?;
     print_summary(&run.cfg, &summary);
     Ok(())
