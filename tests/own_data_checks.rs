@@ -41,7 +41,8 @@ fn plain(dir: &Path, n: usize, labelled: usize) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// An MSD layout of `n` labelled synthetic scans with `labels` in dataset.json.
+/// An MSD layout of `n` labelled synthetic scans with `labels` in dataset.json, and one
+/// unlabelled scan.
 fn msd(dir: &Path, n: usize, labels: &str, modality: &str) -> PathBuf {
     for d in ["imagesTr", "labelsTr"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -55,6 +56,9 @@ fn msd(dir: &Path, n: usize, labels: &str, modality: &str) -> PathBuf {
             r#"{{"image": "./imagesTr/c{i}.nii.gz", "label": "./labelsTr/c{i}.nii.gz"}}"#
         ));
     }
+    // One image no training entry lists: unlabelled.
+    let (v, _) = scan(99, 1);
+    nifti::write_volume(dir.join("imagesTr/u0.nii.gz"), &v.data, &v).unwrap();
     std::fs::write(
         dir.join("dataset.json"),
         format!(
@@ -187,6 +191,14 @@ fn bad_inputs_are_one_line_errors_naming_the_file_and_nothing_is_written() {
         r#"{"0": "CT", "1": "PET"}"#,
     );
     refuses(&d, &[], "dataset.json", "--channel K");
+
+    // A patch beyond the adapter: refused before the run folder (plan, split, cache) exists.
+    let d = plain(&t("huge"), 6, 5);
+    refuses(&d, &["--patch", "4096,4096,4096"], "patch", "");
+
+    // Every case labelled: no unlabelled stream for SS-Net.
+    let d = plain(&t("alllabelled"), 4, 4);
+    refuses(&d, &[], "alllabelled", "no unlabelled case");
 
     // A label without its image.
     let d = plain(&t("orphan"), 3, 2);

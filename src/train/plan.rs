@@ -9,7 +9,8 @@
 //! - patch: the median shape after resampling (UNet: its y, x), each axis rounded up to a
 //!   multiple of 16 (both nets halve four times), then the largest axis shrunk by 16 until
 //!   the memory bound holds (see [`MemoryBound`]);
-//! - batch: the preset's (3D 2+2, 2D 12+12);
+//! - batch: the preset's (3D 2+2, 2D 12+12), each stream at most its number of items (scans in
+//!   3D, slices in 2D);
 //! - classes: `dataset.json`'s labels (count = largest value + 1, with their names), else
 //!   the largest label value seen + 1;
 //! - sliding window (3D): stride half the patch (nnU-Net's 0.5 overlap).
@@ -284,8 +285,34 @@ impl Plan {
             Arch::VNet => ("la", 4, 2, BYTES_PER_VOXEL_3D),
             Arch::UNet => ("acdc", 24, 12, BYTES_PER_VOXEL_2D),
         };
-        let batch_size = o.batch_size.unwrap_or(batch);
-        let labeled_bs = o.labeled_bs.unwrap_or(lbs.min(batch_size / 2).max(1));
+        // A small dataset cannot fill the preset's batch: each stream gives at most its items
+        // (3D: scans; 2D: slices after resampling).
+        let items = |ids: &[String]| -> Result<usize> {
+            let mut n = 0;
+            for id in ids {
+                let c = ds
+                    .case(id)
+                    .ok_or_else(|| Error::msg(format!("no case '{id}'")))?;
+                n += match network {
+                    Arch::VNet => 1,
+                    Arch::UNet => {
+                        let (sp, d) = header_geometry(c)?;
+                        ((d[2] as f64 * sp[2] / target[2]).round() as usize).max(1)
+                    }
+                };
+            }
+            Ok(n)
+        };
+        let (n_lab, n_unl) = (items(&split.labelled)?, items(&split.unlabelled)?);
+        let labeled_bs = o.labeled_bs.unwrap_or_else(|| {
+            lbs.min(n_lab).max(1).min(
+                o.batch_size
+                    .map_or(usize::MAX, |b| b.saturating_sub(1).max(1)),
+            )
+        });
+        let batch_size = o
+            .batch_size
+            .unwrap_or_else(|| labeled_bs + (batch - lbs).min(n_unl).max(1));
         let gib = o.memory_gib.unwrap_or(DEFAULT_MEMORY_GIB);
         let budget = (gib * (1u64 << 30) as f64) as u64;
         let by_budget = budget / (per_voxel * batch_size as u64);

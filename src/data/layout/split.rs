@@ -140,6 +140,16 @@ impl Split {
         };
         left.shuffle(&mut rng);
         unlabelled.extend(left.drain(keep..));
+        if unlabelled.is_empty() {
+            return Err(Error::file(
+                &ds.root,
+                format!(
+                    "no unlabelled case: SS-Net trains on labelled and unlabelled scans; add images without labels ({}/ or --unlabelled DIR) or keep fewer labelled ones with --labelnum N (at most {})",
+                    super::UNLABELLED_DIR,
+                    left.len().saturating_sub(1).max(1)
+                ),
+            ));
+        }
         left.sort();
         unlabelled.sort();
         let mut validation = validation;
