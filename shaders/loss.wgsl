@@ -12,6 +12,16 @@
 // dice_bwd: dL/dp = g[0] * (dL/dI_c * t + dL/dP_c * k * p^(k-1)).
 // Modes: 0 = binary on channel 1 (SS-Net's 3D supervised loss), 1 = whole tensor (sums over
 // every channel: SS-Net's 3D VAT distance), 2 = mean over classes of per-class Dice loss.
+// A label IGNORE (0xffffffff, AD-MT's unconfident voxels) drops the voxel from the label
+// Dice: neither p nor t counts there, and its gradient is 0.
+//
+// Masked cross-entropy (AD-MT's ignore-index CE, mean over the voxels whose label is not
+// IGNORE): ce_fwd_masked writes the per-voxel loss and a 0/1 count side by side
+// (out[i], out[N*S + i]); the caller sums each half in order; ce_masked_finish turns the two
+// sums into the loss (0 when nothing is valid: PyTorch's 0/0 NaN would poison the weights)
+// and 1/count; ce_bwd_masked scales by that 1/count read from memory.
+
+const IGNORE: u32 = 0xffffffffu;
 
 struct LossParams {
     n: u32,
@@ -75,6 +85,58 @@ fn ce_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+@compute @workgroup_size(256)
+fn ce_fwd_masked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    let total = p.n * p.s;
+    if (i >= total) { return; }
+    let lab = ce_y[i];
+    if (lab == IGNORE) {
+        ce_out[i] = 0.0;
+        ce_out[total + i] = 0.0;
+        return;
+    }
+    let base = (i / p.s) * p.c * p.s + i % p.s;
+    let st = ce_stats(base);
+    ce_out[i] = log(st.y) + st.x - ce_x[base + min(lab, p.c - 1u) * p.s];
+    ce_out[total + i] = 1.0;
+}
+
+// The two sums [loss, count] (binding 1) into the loss (binding 2) and 1/count (binding 3),
+// both times p.scale (1 for the plain mean).
+@group(0) @binding(1) var<storage, read> cf_sums: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cf_loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cf_inv: array<f32>;
+
+@compute @workgroup_size(1)
+fn ce_masked_finish() {
+    let count = cf_sums[1];
+    let inv = select(0.0, p.scale / count, count > 0.0);
+    cf_loss[0] = cf_sums[0] * inv;
+    cf_inv[0] = inv;
+}
+
+@group(0) @binding(4) var<storage, read> cbm_inv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cbm_gx: array<f32>;
+
+@compute @workgroup_size(256)
+fn ce_bwd_masked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n * p.s) { return; }
+    let base = (i / p.s) * p.c * p.s + i % p.s;
+    let lab = ce_y[i];
+    if (lab == IGNORE) {
+        for (var c = 0u; c < p.c; c = c + 1u) { cbm_gx[base + c * p.s] = 0.0; }
+        return;
+    }
+    let st = ce_stats(base);
+    let gs = cb_g[0] * cbm_inv[0];
+    for (var c = 0u; c < p.c; c = c + 1u) {
+        let sm = exp(ce_x[base + c * p.s] - st.x) / st.y;
+        cbm_gx[base + c * p.s] = (sm - select(0.0, 1.0, c == lab)) * gs;
+    }
+}
+
 // ---- Dice statistics
 var<workgroup> w_i: array<f32, 256>;
 var<workgroup> w_p: array<f32, 256>;
@@ -111,6 +173,7 @@ fn dice_partial_labels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let e1 = min(total, e0 + p.chunk);
     var si = 0.0; var sp = 0.0; var st = 0.0;
     for (var e = e0 + lid.x; e < e1; e = e + 256u) {
+        if (dl_y[e] == IGNORE) { continue; }
         let pv = dl_p[((e / p.s) * p.c + c) * p.s + e % p.s];
         let tv = select(0.0, 1.0, dl_y[e] == c);
         si = si + pv * tv;
@@ -239,8 +302,10 @@ fn dice_bwd_labels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let s = i % p.s;
     let c = (i / p.s) % p.c;
     let nn = i / (p.s * p.c);
+    let lab = db_y[nn * p.s + s];
+    if (lab == IGNORE) { db_gp[i] = 0.0; return; }
     let k = coef(c);
-    let t = select(0.0, 1.0, db_y[nn * p.s + s] == c);
+    let t = select(0.0, 1.0, lab == c);
     let pv = db_p[i];
     let dpk = select(1.0, 2.0 * pv, p.power == 2u);
     db_gp[i] = db_g[0] * (k.di * t + k.dp * dpk);

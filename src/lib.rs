@@ -9,6 +9,7 @@
 //! ```text
 //! cli      one file per subcommand (train, eval, predict, plan, bench, devices)
 //! ssnet    VAT, prototype memory, contrastive loss, ramp-up, the training step and loop
+//! admt     AD-MT: schedules, strong views, CutMix, the two-teacher training step
 //! infer    sliding-window (3D) and slice-wise (2D) prediction
 //! nn       layers, VNet, UNet, heads, initialisation, safetensors checkpoints
 //! ops      one file per op family: forward + one backward per input, on the tape
@@ -16,6 +17,7 @@
 //! tensor   GPU tensor handle: shape, dtype, pooled buffer, upload / readback
 //! gpu      adapter + device + limits, error scopes, buffer pool, shader registry, dispatch
 //! data, metrics   plain CPU code (NIfTI, HDF5, datasets, own layouts + preprocessing; Dice, 95HD, ASD...)
+//! fsutil, error    atomic file writes, the one error type: used by every floor
 //! reference       the CPU twin of every kernel, f64 accumulation (tests, debugging)
 //! ```
 //!
@@ -23,8 +25,10 @@
 //! validated by naga in a plain `cargo test`.
 
 pub mod error;
+pub mod fsutil;
 pub mod golden;
 
+pub mod admt;
 pub mod autograd;
 pub mod gpu;
 pub mod infer;

@@ -222,6 +222,8 @@ fn losses_match_twins_and_finite_differences() {
                 ops::DiceKind::BinaryForeground => 0,
                 ops::DiceKind::Whole => 1,
                 ops::DiceKind::MeanClasses => 2,
+                // Its twin is reference::admt::masked_dice (tests/admt_ops.rs).
+                ops::DiceKind::MeanClassesAdmt => unreachable!("not in this list"),
             };
             for soft in [false, true] {
                 if kind == ops::DiceKind::BinaryForeground && soft {

@@ -1,5 +1,6 @@
 //! The tensor-core convolution path (`conv_mma.wgsl`: f16 tiles, f32 accumulation,
-//! power-of-two operand scaling) against the f64 twins. No adapter here has cooperative
+//! power-of-two operand scaling) against the f64 twins, on both tile shapes: 16×16×16 and the
+//! 8×8×8 one of Metal-shaped adapters (`mma8.wgsl`). No adapter here has cooperative
 //! matrices, so these tests run the emulated back-end (`SSNET_TENSOR_CORES=emulate`): the same
 //! module with the 16×16×16 products done lane by lane on the same f16 tiles. The
 //! cooperative-matrix back-end itself is translated to SPIR-V in tests/shaders.rs and checked
@@ -11,27 +12,31 @@
 
 mod common;
 use common::*;
-use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits};
+use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits, MmaShape};
 use ssnet::ops;
 use ssnet::reference as r;
 use std::sync::{Arc, OnceLock};
 
 const TOL_F16: f64 = 2e-3;
 
+/// The test adapter opened with the emulated matrix-unit path on `shape` (a failure when
+/// there is none).
+fn open_emulated(shape: MmaShape) -> Arc<Gpu> {
+    Gpu::with_options(
+        std::env::var("SSNET_DEVICE").ok().as_deref(),
+        GpuOptions {
+            matrix_units: MatrixUnits::Emulated,
+            mma_shape: Some(shape),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
+}
+
 /// The test adapter opened with the emulated matrix-unit path (a failure when there is none).
 fn emu() -> Arc<Gpu> {
     static G: OnceLock<Arc<Gpu>> = OnceLock::new();
-    G.get_or_init(|| {
-        Gpu::with_options(
-            std::env::var("SSNET_DEVICE").ok().as_deref(),
-            GpuOptions {
-                matrix_units: MatrixUnits::Emulated,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("GPU tests need an adapter with SHADER_F16: {e}"))
-    })
-    .clone()
+    G.get_or_init(|| open_emulated(MmaShape::M16x16)).clone()
 }
 
 fn numel(s: &[usize]) -> usize {
@@ -46,7 +51,28 @@ fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
 /// twins; also checks the forward and weight gradient are not the f32 path's (the f16 path
 /// really ran).
 fn check(x_shape: &[usize], w_shape: &[usize], s: usize, p: usize, seed: u64, gy_scale: f64) {
-    let g = emu();
+    check_on(&emu(), x_shape, w_shape, s, p, seed, gy_scale);
+}
+
+/// The test adapter opened with the emulated matrix-unit path on 8×8 tiles (Metal's shape):
+/// each 16×16 product assembled from 8×8 fragments.
+fn emu8() -> Arc<Gpu> {
+    static G: OnceLock<Arc<Gpu>> = OnceLock::new();
+    G.get_or_init(|| open_emulated(MmaShape::M8x8)).clone()
+}
+
+/// [`check`] on the device `g`.
+#[allow(clippy::too_many_arguments)]
+fn check_on(
+    g: &Arc<Gpu>,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    s: usize,
+    p: usize,
+    seed: u64,
+    gy_scale: f64,
+) {
+    let g = g.clone();
     let f32_gpu = gpu();
     let d2 = x_shape.len() == 4;
     let x = r::normal(seed, numel(x_shape));
@@ -156,6 +182,28 @@ fn the_cases_cover_every_matrix_unit_tile() {
         ops::WGRAD_MMA_TILES.len(),
         "weight-gradient tiles {wg:?}"
     );
+}
+
+/// The 8×8 tile (Metal-shaped adapters) on the same cases: every forward and weight-gradient
+/// tile, 2D, strided, a split reduction and tiny gradients, against the twins.
+#[test]
+fn conv_on_8x8_fragments_matches_the_twins_for_every_tile_shape() {
+    let g = emu8();
+    assert_eq!(g.mma_shape(), MmaShape::M8x8);
+    for (i, co) in [13usize, 24, 40, 70, 150].into_iter().enumerate() {
+        check_on(
+            &g,
+            &[2, 5, 9, 7, 6],
+            &[co, 5, 3, 3, 3],
+            1,
+            1,
+            90 + i as u64,
+            1.0,
+        );
+    }
+    check_on(&g, &[3, 7, 13, 11], &[33, 7, 3, 3], 1, 1, 95, 1.0);
+    check_on(&g, &[2, 6, 8, 6, 10], &[20, 6, 2, 2, 2], 2, 0, 96, 1.0);
+    check_on(&g, &[1, 128, 3, 3, 3], &[20, 128, 3, 3, 3], 1, 1, 97, 1e-9);
 }
 
 #[test]

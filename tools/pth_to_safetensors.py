@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Convert a PyTorch SS-Net checkpoint (.pth) to safetensors with the same tensor names.
+"""Convert a PyTorch SS-Net or AD-MT checkpoint (.pth) to safetensors with the same tensor names.
 
     python3 tools/pth_to_safetensors.py VNet_best_model.pth [out.safetensors] [--check]
+    python3 tools/pth_to_safetensors.py vnet_best_stu_model.pth --method admt   # AD-MT, checked
     python3 tools/pth_to_safetensors.py out.safetensors --check        # inspect only
     python3 tools/pth_to_safetensors.py a.pth --compare /work/shared/golden/models/vnet_init.safetensors
 
@@ -11,6 +12,13 @@ e.g. `VNet_best_model.pth`, `unet_best_model.pth`): a state_dict, possibly wrapp
 `module.` prefix that DataParallel adds. The output holds every tensor as float32, contiguous,
 under its state_dict name, without the `num_batches_tracked` counters; `ssnet predict
 --checkpoint out.safetensors` loads it directly.
+
+AD-MT (github.com/ZhenZHAO/AD-MT; `{model}_best_stu_model.pth`, `{model}_best_tea_model.pth`)
+saves heads-free networks: its VNet has flat keys (`block_one.conv.0.weight`, `out_conv.weight`:
+SS-Net's without the `encoder.`/`decoder.` prefix), its UNet SS-Net's keys without the
+projection/prediction heads and selectors. `--method auto` (the default) tells them apart by the
+names; the method is written to the `ssnet.variant` metadata (`ssnet` or `admt`), which the
+engine reads. `--method admt` / `--method ssnet` insist, and fail when the names disagree.
 
 Needs `torch` to read the .pth. Writes with the `safetensors` package when installed, else with
 a small built-in writer (numpy needed then). `--check` and `--compare` read safetensors headers
@@ -67,8 +75,10 @@ def print_check(path, header=None):
         total += n
         print("%-56s %-4s %s" % (name, e["dtype"], "x".join(str(s) for s in e["shape"]) or "scalar"))
     names = set(entries)
-    arch = ("VNet" if "encoder.block_one.conv.0.weight" in names
+    arch = ("VNet" if {"encoder.block_one.conv.0.weight", "block_one.conv.0.weight"} & names
             else "UNet" if "encoder.in_conv.conv_conv.0.weight" in names else "unknown architecture")
+    method = detect_method(names)
+    arch = "%s (%s)" % (arch, "AD-MT, heads-free" if method == "admt" else "SS-Net" if method == "ssnet" else "?")
     dtypes = sorted({e["dtype"] for e in entries.values()})
     print("%s: %d tensors, %d values (%s), %s" % (path, len(entries), total, ", ".join(dtypes), arch))
     meta = header.get("__metadata__")
@@ -87,6 +97,18 @@ def compare_names(path, reference):
         return False
     print("names match %s exactly (%d tensors)" % (reference, len(got)))
     return True
+
+
+def detect_method(names):
+    """'admt', 'ssnet' or None from a checkpoint's tensor names (ADMT.md §2)."""
+    names = set(names)
+    heads = any(n.startswith(("projection_head.", "prediction_head.", "contrastive_class_selector"))
+                for n in names)
+    if "block_one.conv.0.weight" in names and "out_conv.weight" in names:
+        return "admt"  # AD-MT's flat VNet
+    if "encoder.block_one.conv.0.weight" in names or "encoder.in_conv.conv_conv.0.weight" in names:
+        return "ssnet" if heads else ("admt" if "encoder.in_conv.conv_conv.0.weight" in names else None)
+    return None
 
 
 def write_safetensors_fallback(tensors, path, metadata):
@@ -182,9 +204,16 @@ def clean_tensors(sd):
     return out
 
 
-def convert(src, dst, unsafe_pickle=False):
+def convert(src, dst, unsafe_pickle=False, method="auto"):
     tensors = clean_tensors(extract_state_dict(load_pth(src, unsafe_pickle)))
+    found = detect_method(tensors)
+    if method != "auto" and found != method:
+        raise ConvertError("%s does not look like an %s network (its names say %s; first: %s)"
+                           % (src, "AD-MT" if method == "admt" else "SS-Net", found or "neither",
+                              sorted(tensors)[:3]))
     metadata = {"format": "pt", "source": os.path.basename(src), "converted_by": "tools/pth_to_safetensors.py"}
+    if found is not None:
+        metadata["ssnet.variant"] = found
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -195,16 +224,18 @@ def convert(src, dst, unsafe_pickle=False):
     else:
         write_safetensors_fallback(tensors, tmp, metadata)
     os.replace(tmp, dst)
-    print("wrote %s: %d tensors (float32) from %s" % (dst, len(tensors), src))
+    print("wrote %s: %d tensors (float32) from %s (%s)" % (dst, len(tensors), src, found or "unknown method"))
     return tensors
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Convert a PyTorch SS-Net checkpoint to safetensors.")
+    ap = argparse.ArgumentParser(description="Convert a PyTorch SS-Net or AD-MT checkpoint to safetensors.")
     ap.add_argument("input", help="a .pth checkpoint, or a .safetensors file to inspect with --check")
     ap.add_argument("output", nargs="?", help="output .safetensors (default: input with .safetensors)")
     ap.add_argument("--check", action="store_true", help="print the tensor names and shapes of the result")
     ap.add_argument("--compare", metavar="REF", help="exit 1 unless the tensor names equal REF's (a .safetensors)")
+    ap.add_argument("--method", choices=("auto", "ssnet", "admt"), default="auto",
+                    help="which method's network the .pth holds (auto: from the names)")
     ap.add_argument("--unsafe-pickle", action="store_true",
                     help="allow arbitrary pickled objects in the .pth (only for files you trust)")
     a = ap.parse_args(argv)
@@ -217,7 +248,7 @@ def main(argv=None):
                 a.check = True
         else:
             target = a.output or os.path.splitext(a.input)[0] + ".safetensors"
-            convert(a.input, target, a.unsafe_pickle)
+            convert(a.input, target, a.unsafe_pickle, a.method)
         if a.check:
             print_check(target)
         if a.compare and not compare_names(target, a.compare):

@@ -329,11 +329,10 @@ pub fn run(
         tuned: gpu.tuning_enabled(),
         // After the runs: a failed first-use check of the matrix-unit path reads "off".
         tensor_cores: match gpu.matrix_units() {
-            MatrixUnits::Off => "off",
-            MatrixUnits::Coop => "cooperative matrix",
-            MatrixUnits::Emulated => "emulated",
-        }
-        .into(),
+            MatrixUnits::Off => "off".to_string(),
+            MatrixUnits::Coop => format!("cooperative matrix {}", gpu.mma_shape().name()),
+            MatrixUnits::Emulated => format!("emulated {}", gpu.mma_shape().name()),
+        },
         iteration3d,
         iteration2d,
         inference3d,

@@ -84,14 +84,14 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     }
     match gpu.matrix_units() {
         crate::gpu::MatrixUnits::Off => println!("convolutions: f32"),
-        crate::gpu::MatrixUnits::Coop => {
-            println!("convolutions: f16 tiles on the matrix units (tensor cores), f32 accumulation")
-        }
-        crate::gpu::MatrixUnits::Emulated => {
-            println!(
-                "convolutions: f16 tiles, emulated matrix units (a correctness check, not a speed)"
-            )
-        }
+        crate::gpu::MatrixUnits::Coop => println!(
+            "convolutions: f16 {} tiles on the matrix units (tensor cores), f32 accumulation",
+            gpu.mma_shape().name()
+        ),
+        crate::gpu::MatrixUnits::Emulated => println!(
+            "convolutions: f16 {} tiles, emulated matrix units (a correctness check, not a speed)",
+            gpu.mma_shape().name()
+        ),
     }
     if gpu.has_timestamps() {
         println!(
@@ -145,7 +145,7 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
     let json = serde_json::to_string(&rep)
         .map_err(|e| Error::msg(format!("bench: cannot serialise the report: {e}")))?;
     if let Some(p) = &a.json {
-        crate::nn::checkpoint::atomic_write(p, json.as_bytes())?;
+        crate::fsutil::atomic_write(p, json.as_bytes())?;
     }
     println!("{json}");
     Ok(())

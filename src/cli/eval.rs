@@ -1,5 +1,5 @@
 //! `ssnet eval`: metrics of existing predictions (owned by the I/O + metrics work), or of a
-//! checkpoint's predictions on a dataset split (see [`checkpoint`]).
+//! checkpoint's predictions on a dataset split (see `checkpoint`).
 //!
 //! ```text
 //! ssnet eval --pred PRED_DIR --gt GT_DIR [--list FILE] [--csv FILE] [--classes 1,2,3]
@@ -89,14 +89,14 @@ pub struct EvalArgs {
     #[arg(long, value_name = "CKPT", conflicts_with_all = ["pred", "gt"])]
     pub checkpoint: Option<PathBuf>,
     /// Dataset root for --checkpoint: the LA layout (train.list, test.list,
-    /// "2018LA_Seg_Training Set/<ID>/mri_norm2.h5"), the ACDC layout (splits/<split>.list,
-    /// <split>/<case>.nii.gz + <case>_gt.nii.gz) or a folder of X.nii.gz + X_gt.nii.gz.
+    /// `2018LA_Seg_Training Set/<ID>/mri_norm2.h5`), the ACDC layout (`splits/<split>.list`,
+    /// `<split>/<case>.nii.gz` + `<case>_gt.nii.gz`) or a folder of X.nii.gz + X_gt.nii.gz.
     #[arg(long, value_name = "DIR", requires = "checkpoint")]
     pub data: Option<PathBuf>,
     /// Split to evaluate with --checkpoint: test, val (ACDC) or train. --list overrides it.
     #[arg(long, default_value = "test", value_name = "SPLIT")]
     pub split: String,
-    /// With --checkpoint: also write each prediction as DIR/<case>.nii.gz (and the CSV as
+    /// With --checkpoint: also write each prediction as `DIR/<case>.nii.gz` (and the CSV as
     /// DIR/metrics.csv unless --csv).
     #[arg(long, value_name = "DIR", requires = "checkpoint")]
     pub save_pred: Option<PathBuf>,

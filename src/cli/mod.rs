@@ -32,6 +32,17 @@ pub struct Cli {
         value_name = "off|on|emulate"
     )]
     pub tensor_cores: Option<String>,
+    /// Device limits: `adapter` (default: everything the adapter offers) or `webgpu`
+    /// (wgpu's defaults, WebGPU's guaranteed minimum: 16 KiB of workgroup memory, 128 MiB per
+    /// storage binding, 8 storage buffers per stage), to check that a run fits adapters that
+    /// offer no more.
+    #[arg(
+        long,
+        global = true,
+        env = "SSNET_LIMITS",
+        value_name = "adapter|webgpu"
+    )]
+    pub limits: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +69,10 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         // Validated here (a one-line error), then read by every `Gpu::new`.
         crate::gpu::MatrixUnits::parse(t)?;
         std::env::set_var("SSNET_TENSOR_CORES", t);
+    }
+    if let Some(l) = &cli.limits {
+        crate::gpu::LimitsMode::parse(l)?;
+        std::env::set_var("SSNET_LIMITS", l);
     }
     let from_env = device_from_env(cli.device.as_deref());
     let r = match cli.command {

@@ -141,11 +141,11 @@ pub struct PredictArgs {
     #[arg(long, value_name = "CKPT")]
     pub checkpoint: PathBuf,
     /// A NIfTI (.nii, .nii.gz) or SS-Net HDF5 (.h5, dataset `image`) volume, or a folder of
-    /// them (also <ID>/mri_norm2.h5 below it). An .h5 has no geometry: its label map is
+    /// them (also `<ID>/mri_norm2.h5` below it). An .h5 has no geometry: its label map is
     /// written with an identity orientation and 0.625 mm isotropic voxels (LA; 1 mm for a UNet).
     #[arg(long, value_name = "FILE_OR_DIR")]
     pub input: PathBuf,
-    /// Output folder: <case>.nii.gz label maps (uint8, the input's header).
+    /// Output folder: `<case>.nii.gz` label maps (uint8, the input's header).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
     #[command(flatten)]
@@ -154,8 +154,8 @@ pub struct PredictArgs {
     /// post-processing).
     #[arg(long)]
     pub largest_cc: bool,
-    /// Also write the probability maps as float32 NIfTI: <case>_prob.nii.gz (foreground) with
-    /// two classes, <case>_prob_c<k>.nii.gz per class k >= 1 with more.
+    /// Also write the probability maps as float32 NIfTI: `<case>_prob.nii.gz` (foreground) with
+    /// two classes, `<case>_prob_c<k>.nii.gz` per class k >= 1 with more.
     #[arg(long)]
     pub probabilities: bool,
 }

@@ -24,12 +24,20 @@ pub enum Shader {
     /// adapter with `SHADER_F16` (lavapipe included) runs it, so the tests check the staging,
     /// scaling and epilogue of [`Shader::ConvMma`] where no matrix units exist.
     ConvMmaEmulated,
+    /// [`Shader::ConvMma`] on 8×8 cooperative matrices (Metal-shaped adapters): each 16×16
+    /// product is assembled from 8×8 fragments (mma8.wgsl).
+    ConvMma8,
+    /// The 8×8 fragment assembly with the fragments multiplied lane by lane: checks
+    /// [`Shader::ConvMma8`]'s staging and fragment layout on any adapter with `SHADER_F16`.
+    ConvMma8Emulated,
     ConvTranspose,
     BatchNorm,
     Resample,
     Dropout,
     Optim,
     Infer,
+    /// AD-MT's per-voxel maps, CutMix and the teachers' EMA.
+    Admt,
 }
 
 macro_rules! file {
@@ -40,6 +48,7 @@ macro_rules! file {
 
 const CONV_COMMON: (&str, &str) = file!("conv_common.wgsl");
 const CONV_MMA: (&str, &str) = file!("conv_mma.wgsl");
+const MMA8: (&str, &str) = file!("mma8.wgsl");
 
 impl Shader {
     /// Every registered shader module.
@@ -53,12 +62,15 @@ impl Shader {
         Shader::Conv,
         Shader::ConvMma,
         Shader::ConvMmaEmulated,
+        Shader::ConvMma8,
+        Shader::ConvMma8Emulated,
         Shader::ConvTranspose,
         Shader::BatchNorm,
         Shader::Resample,
         Shader::Dropout,
         Shader::Optim,
         Shader::Infer,
+        Shader::Admt,
     ];
 
     /// The files of the module under `shaders/` (name, contents), joined in this order.
@@ -73,20 +85,23 @@ impl Shader {
             Shader::Conv => &[CONV_COMMON, file!("conv.wgsl")],
             Shader::ConvMma => &[CONV_COMMON, CONV_MMA, file!("mma_coop.wgsl")],
             Shader::ConvMmaEmulated => &[CONV_COMMON, CONV_MMA, file!("mma_emulated.wgsl")],
+            Shader::ConvMma8 => &[CONV_COMMON, CONV_MMA, MMA8, file!("mma8_coop.wgsl")],
+            Shader::ConvMma8Emulated => &[CONV_COMMON, CONV_MMA, MMA8, file!("mma8_emulated.wgsl")],
             Shader::ConvTranspose => &[file!("conv_transpose.wgsl")],
             Shader::BatchNorm => &[file!("batchnorm.wgsl")],
             Shader::Resample => &[file!("resample.wgsl")],
             Shader::Dropout => &[file!("dropout.wgsl")],
             Shader::Optim => &[file!("optim.wgsl")],
             Shader::Infer => &[file!("infer.wgsl")],
+            Shader::Admt => &[file!("admt.wgsl")],
         }
     }
 
     /// `enable` directives put before the parts (they must open a WGSL module).
     pub fn enables(self) -> &'static str {
         match self {
-            Shader::ConvMma => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            Shader::ConvMmaEmulated => "enable f16;\n",
+            Shader::ConvMma | Shader::ConvMma8 => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Shader::ConvMmaEmulated | Shader::ConvMma8Emulated => "enable f16;\n",
             _ => "",
         }
     }

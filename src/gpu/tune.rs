@@ -208,7 +208,7 @@ impl Gpu {
             Ok(t) => t,
             Err(e) => return warn(format!("cannot serialise the tuning cache: {e}")),
         };
-        if let Err(e) = crate::nn::checkpoint::atomic_write(&path, text.as_bytes()) {
+        if let Err(e) = crate::fsutil::atomic_write(&path, text.as_bytes()) {
             warn(format!("cannot write the tuning cache: {e}"));
         }
     }

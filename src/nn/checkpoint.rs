@@ -1,22 +1,24 @@
 //! safetensors checkpoints keyed by the reference's state_dict names. A checkpoint converted
-//! from a PyTorch SS-Net `.pth` (tools/pth_to_safetensors.py) or the golden `*_init` fixtures
-//! load as they are: the architecture is read from the metadata when present, else inferred
-//! from the tensor names and shapes.
+//! from a PyTorch SS-Net or AD-MT `.pth` (tools/pth_to_safetensors.py) or the golden `*_init`
+//! fixtures load as they are: the architecture and the variant (with or without SS-Net's
+//! heads, ADMT.md §2) are read from the metadata when present, else inferred from the tensor
+//! names and shapes.
 //!
 //! Writes go to a temporary file in the target folder, flushed, then renamed over the target:
 //! a kill at any moment leaves either the old file or the new one, never a torn one.
 
-use super::{spec, Arch, Model, ModelConfig};
+use super::{spec, Arch, Model, ModelConfig, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Metadata key holding the model configuration as JSON.
 pub const META_MODEL: &str = "ssnet.model";
+/// Metadata key holding the variant (`ssnet` or `admt`); absent = inferred from the names.
+pub const META_VARIANT: &str = "ssnet.variant";
 
 /// Tensors (f32, with shapes) and string metadata of a safetensors file.
 pub struct Contents {
@@ -119,133 +121,63 @@ pub fn read(path: &Path) -> Result<Contents> {
     Ok(Contents { tensors, metadata })
 }
 
-/// Write f32 tensors and metadata atomically (temporary file + rename).
+/// Write f32 tensors and metadata atomically (temporary file + rename). The bytes depend on
+/// the contents only: tensors in name order, metadata keys sorted (the safetensors crate
+/// writes its metadata map in hash order, which would make two saves of one state differ).
 pub fn write(
     path: &Path,
     tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, (v, s))| {
-            (
-                k.clone(),
-                bytemuck::cast_slice::<f32, u8>(v).to_vec(),
-                s.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor '{k}': {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let data = safetensors::serialize(views, Some(metadata.clone()))
-        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
-    let data = canonical_header(data)
-        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
-    atomic_write(path, &data)
+    atomic_write(path, &serialize(tensors, metadata)?)
 }
 
-/// The same safetensors bytes with the JSON header's keys sorted (tensors and
-/// `__metadata__`): safetensors writes its metadata `HashMap` in a random order, so the same
-/// checkpoint would otherwise differ from run to run. Offsets are untouched.
-fn canonical_header(data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    use serde_json::Value;
-    use std::collections::BTreeMap;
-    fn sorted(v: Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let b: BTreeMap<String, Value> =
-                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-                serde_json::to_value(b).unwrap_or(Value::Null)
-            }
-            v => v,
-        }
+/// The safetensors bytes of f32 tensors and metadata, deterministic: an 8-byte little-endian
+/// header length, the JSON header (`__metadata__` with sorted keys, then each tensor's dtype,
+/// shape and data offsets, in name order) padded with spaces to a multiple of 8, the data.
+pub fn serialize(
+    tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+        header.insert(
+            "__metadata__".to_string(),
+            serde_json::to_value(sorted).map_err(|e| Error::msg(e.to_string()))?,
+        );
     }
-    let n = data
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-        .filter(|&n| 8 + n <= data.len())
-        .ok_or("bad header length")?;
-    let header: Value = serde_json::from_slice(&data[8..8 + n]).map_err(|e| e.to_string())?;
-    let header = sorted(header);
-    // Sorted through a BTreeMap even if serde_json keeps insertion order (preserve_order).
-    let text = match &header {
-        Value::Object(m) => {
-            let b: BTreeMap<&String, &Value> = m.iter().collect();
-            serde_json::to_string(&b).map_err(|e| e.to_string())?
+    let mut offset = 0usize;
+    for (k, (v, shape)) in tensors {
+        if v.len() != shape.iter().product::<usize>() {
+            return Err(Error::msg(format!(
+                "tensor '{k}': {} values for shape {shape:?}",
+                v.len()
+            )));
         }
-        _ => return Err("the header is not a JSON object".into()),
-    };
-    let mut head = text.into_bytes();
+        let end = offset + 4 * v.len();
+        header.insert(
+            k.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    // serde_json's Map keeps insertion order only with `preserve_order`; either way the
+    // order is a function of the contents (sorted or inserted in name order).
+    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| Error::msg(e.to_string()))?;
     head.resize(head.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + head.len() + data.len() - 8 - n);
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
-    out.extend_from_slice(&data[8 + n..]);
+    for (v, _) in tensors.values() {
+        out.extend_from_slice(bytemuck::cast_slice::<f32, u8>(v));
+    }
     Ok(out)
 }
 
-/// Temporary files [`atomic_write`] names for `path`: `.<name>.<random>.tmp` beside it.
-fn temp_prefix(path: &Path) -> String {
-    format!(
-        ".{}.",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    )
-}
-
-/// Remove the temporary files a killed [`atomic_write`] of `names` left in `dir` (and the
-/// `.tmpXXXXXX` files of versions before they were named). Returns what was removed.
-pub fn remove_stale_temporaries(dir: &Path, names: &[&str]) -> Vec<std::path::PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let prefixes: Vec<String> = names.iter().map(|n| temp_prefix(Path::new(n))).collect();
-    let mut removed = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ours = prefixes
-            .iter()
-            .any(|p| name.starts_with(p.as_str()) && name.ends_with(".tmp"));
-        let legacy = name.len() == 10
-            && name.starts_with(".tmp")
-            && name[4..].chars().all(|c| c.is_ascii_alphanumeric());
-        if (ours || legacy) && e.path().is_file() && std::fs::remove_file(e.path()).is_ok() {
-            removed.push(e.path());
-        }
-    }
-    removed.sort();
-    removed
-}
-
-/// Write bytes to `path` through a temporary file in the same folder and a rename.
-pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::file(dir, format!("cannot create folder: {e}")))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(path))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::file(dir, format!("cannot create a temporary file: {e}")))?;
-    tmp.write_all(data)
-        .map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::file(path, format!("cannot flush: {e}")))?;
-    tmp.persist(path)
-        .map_err(|e| Error::file(path, format!("cannot rename into place: {e}")))?;
-    Ok(())
-}
+/// Moved to [`crate::fsutil`] (a lower floor: `gpu::tune` uses it too); kept here by name.
+pub use crate::fsutil::{atomic_write, remove_stale_temporaries};
 
 /// The model configuration of a checkpoint: from its metadata, else from its tensors.
 pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
@@ -254,13 +186,17 @@ pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
             .map_err(|e| Error::file(path, format!("bad {META_MODEL} metadata: {e}")));
     }
     let shape = |k: &str| c.tensors.get(k).map(|(_, s)| s.clone());
-    let out = shape("decoder.out_conv.weight").ok_or_else(|| {
-        Error::file(
-            path,
-            "not an SS-Net checkpoint: no 'decoder.out_conv.weight'",
-        )
-    })?;
+    let out = shape("decoder.out_conv.weight")
+        .or_else(|| shape("out_conv.weight"))
+        .ok_or_else(|| {
+            Error::file(
+                path,
+                "not an SS-Net or AD-MT checkpoint: no 'decoder.out_conv.weight' nor 'out_conv.weight'",
+            )
+        })?;
     let (arch, first) = if let Some(s) = shape("encoder.block_one.conv.0.weight") {
+        (Arch::VNet, s)
+    } else if let Some(s) = shape("block_one.conv.0.weight") {
         (Arch::VNet, s)
     } else if let Some(s) = shape("encoder.in_conv.conv_conv.0.weight") {
         (Arch::UNet, s)
@@ -277,20 +213,57 @@ pub fn infer_config(c: &Contents, path: &Path) -> Result<ModelConfig> {
     })
 }
 
+/// The variant of a checkpoint: from its metadata, else from its names: AD-MT's VNet has
+/// flat keys (`block_one.…`); a UNet without `projection_head` is AD-MT's.
+pub fn infer_variant(c: &Contents, path: &Path) -> Result<Variant> {
+    if let Some(v) = c.metadata.get(META_VARIANT) {
+        return serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+            Error::file(
+                path,
+                format!("bad {META_VARIANT} metadata '{v}' (ssnet or admt)"),
+            )
+        });
+    }
+    let has = |k: &str| c.tensors.contains_key(k);
+    Ok(
+        if has("block_one.conv.0.weight")
+            || (has("encoder.in_conv.conv_conv.0.weight") && !has("projection_head.0.weight"))
+        {
+            Variant::Admt
+        } else {
+            Variant::SsNet
+        },
+    )
+}
+
 impl Model {
     /// Load a checkpoint (ours, a converted PyTorch state_dict, or a golden `*_init`).
     pub fn load(gpu: &Arc<Gpu>, path: &Path) -> Result<Model> {
         let c = read(path)?;
         let cfg = infer_config(&c, path)?;
-        let specs = spec::specs(cfg)?;
+        let variant = infer_variant(&c, path)?;
+        Self::from_contents(gpu, c, cfg, variant, path)
+    }
+
+    /// A model of `variant` from checkpoint contents; tensors under the `momentum.` and
+    /// `memory.` prefixes (SS-Net trainer state) are skipped.
+    fn from_contents(
+        gpu: &Arc<Gpu>,
+        c: Contents,
+        cfg: ModelConfig,
+        variant: Variant,
+        path: &Path,
+    ) -> Result<Model> {
+        let specs = spec::specs_of(cfg, variant)?;
         for s in &specs {
             if let Some((_, shape)) = c.tensors.get(&s.name) {
                 if *shape != s.shape {
                     return Err(Error::file(
                         path,
                         format!(
-                            "tensor '{}' has shape {shape:?}, a {} model needs {:?}",
+                            "tensor '{}' has shape {shape:?}, a {} {} model needs {:?}",
                             s.name,
+                            variant.name(),
                             cfg.arch.name(),
                             s.shape
                         ),
@@ -311,7 +284,7 @@ impl Model {
             .filter(|(k, _)| !k.starts_with("momentum.") && !k.starts_with("memory."))
             .map(|(k, (v, _))| (k, v))
             .collect();
-        Model::from_values(gpu, cfg, specs, values).map_err(|e| Error::file(path, e))
+        Model::from_values_as(gpu, cfg, variant, specs, values).map_err(|e| Error::file(path, e))
     }
 
     /// Save weights and buffers (plus any `extra` tensors and metadata) atomically.
@@ -331,6 +304,7 @@ impl Model {
             META_MODEL.to_string(),
             serde_json::to_string(&self.cfg).unwrap_or_default(),
         );
+        metadata.insert(META_VARIANT.to_string(), self.variant().name().to_string());
         write(path, &tensors, &metadata)
     }
 }

@@ -47,6 +47,46 @@ pub struct ModelConfig {
     pub num_classes: usize,
 }
 
+/// Which method's network: the same backbone either way, with or without SS-Net's heads
+/// and under that method's state_dict names (ADMT.md §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// SS-Net: projection and prediction heads, per-class selectors; keys `encoder.…`,
+    /// `decoder.…` (both networks).
+    #[default]
+    SsNet,
+    /// AD-MT: no heads, logits only. Its VNet is a flat module tree (SS-Net's keys without
+    /// the `encoder.` / `decoder.` prefix: `block_one.conv.0.weight`, `out_conv.weight`); its
+    /// UNet keeps SS-Net's keys.
+    Admt,
+}
+
+impl Variant {
+    pub fn has_heads(self) -> bool {
+        self == Variant::SsNet
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::SsNet => "ssnet",
+            Variant::Admt => "admt",
+        }
+    }
+
+    /// The state_dict name of the tensor that SS-Net's `arch` calls `name`. Names that are
+    /// already the variant's own pass through unchanged.
+    pub fn key(self, arch: Arch, name: &str) -> &str {
+        match (self, arch) {
+            (Variant::Admt, Arch::VNet) => name
+                .strip_prefix("encoder.")
+                .or_else(|| name.strip_prefix("decoder."))
+                .unwrap_or(name),
+            _ => name,
+        }
+    }
+}
+
 /// BatchNorm momentum and eps of every layer (PyTorch defaults).
 pub const BN_MOMENTUM: f32 = 0.1;
 pub const BN_EPS: f32 = 1e-5;
@@ -86,6 +126,7 @@ impl Pass {
 pub struct Model {
     pub cfg: ModelConfig,
     pub gpu: Arc<Gpu>,
+    variant: Variant,
     params: BTreeMap<String, Tensor>,
     buffers: BTreeMap<String, Tensor>,
     specs: Vec<ParamSpec>,
@@ -102,9 +143,20 @@ fn layer_seed(seed: u64, layer: u64) -> u64 {
 impl Model {
     /// A new model with PyTorch's default initialisation drawn from `seed`.
     pub fn init(gpu: &Arc<Gpu>, cfg: ModelConfig, seed: u64) -> Result<Model> {
-        let specs = spec::specs(cfg)?;
+        Self::init_variant(gpu, cfg, Variant::SsNet, seed)
+    }
+
+    /// A new model of `variant` (AD-MT: heads-free) initialised from `seed`. The backbone
+    /// values equal those of [`Model::init`] with the same seed.
+    pub fn init_variant(
+        gpu: &Arc<Gpu>,
+        cfg: ModelConfig,
+        variant: Variant,
+        seed: u64,
+    ) -> Result<Model> {
+        let specs = spec::specs_of(cfg, variant)?;
         let values = spec::init_values(&specs, seed);
-        Self::from_values(gpu, cfg, specs, values)
+        Self::from_values_as(gpu, cfg, variant, specs, values)
     }
 
     /// A model from named values (a checkpoint); every expected tensor must be present with
@@ -113,6 +165,17 @@ impl Model {
     pub fn from_values(
         gpu: &Arc<Gpu>,
         cfg: ModelConfig,
+        specs: Vec<ParamSpec>,
+        values: BTreeMap<String, Vec<f32>>,
+    ) -> Result<Model> {
+        Self::from_values_as(gpu, cfg, Variant::SsNet, specs, values)
+    }
+
+    /// [`Model::from_values`] for a model of `variant` (`specs` from [`spec::specs_of`]).
+    pub fn from_values_as(
+        gpu: &Arc<Gpu>,
+        cfg: ModelConfig,
+        variant: Variant,
         specs: Vec<ParamSpec>,
         mut values: BTreeMap<String, Vec<f32>>,
     ) -> Result<Model> {
@@ -143,15 +206,21 @@ impl Model {
             }
         }
         if let Some(extra) = values.keys().find(|k| !k.ends_with("num_batches_tracked")) {
-            return Err(Error::msg(format!("checkpoint has tensor '{extra}' that a {} model does not have (another architecture?)", cfg.arch.name())));
+            return Err(Error::msg(format!("checkpoint has tensor '{extra}' that a {} {} model does not have (another architecture or method?)", variant.name(), cfg.arch.name())));
         }
         Ok(Model {
             cfg,
             gpu: gpu.clone(),
+            variant,
             params,
             buffers,
             specs,
         })
+    }
+
+    /// SS-Net's network (with heads) or AD-MT's (heads-free).
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
@@ -168,14 +237,17 @@ impl Model {
         &self.buffers
     }
 
-    /// A parameter or buffer by name.
+    /// A parameter or buffer by name: the model's own state_dict name, or SS-Net's name of
+    /// the same tensor (the layers below use SS-Net's names for both variants).
     pub fn get(&self, name: &str) -> Result<&Tensor> {
+        let name = self.variant.key(self.cfg.arch, name);
         self.params
             .get(name)
             .or_else(|| self.buffers.get(name))
             .ok_or_else(|| {
                 Error::msg(format!(
-                    "{} model has no tensor '{name}'",
+                    "{} {} model has no tensor '{name}'",
+                    self.variant.name(),
                     self.cfg.arch.name()
                 ))
             })
@@ -302,6 +374,11 @@ impl Model {
             format!("contrastive_class_selector_{c}")
         };
         self.mlp(rows, &name, Pass { bn, dropout: None }, Act::LeakyRelu(0.2))
+    }
+
+    /// The logits alone (AD-MT's `forward`; the embedding is not kept).
+    pub fn logits(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        Ok(self.forward(x, pass)?.0)
     }
 
     /// The network: (logits [N, classes, ...], embedding [N, 16, ...]).

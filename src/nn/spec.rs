@@ -1,7 +1,7 @@
 //! The parameter list of each network: names and shapes exactly as the reference PyTorch
 //! `state_dict`, and PyTorch's default initialisation.
 
-use super::{Arch, ModelConfig, EMBED_DIM, FEAT_DIM};
+use super::{Arch, ModelConfig, Variant, EMBED_DIM, FEAT_DIM};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -97,8 +97,26 @@ impl Builder {
     }
 }
 
-/// Every parameter and buffer of a model, in a fixed order.
+/// Every parameter and buffer of an SS-Net model, in a fixed order.
 pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
+    specs_of(cfg, Variant::SsNet)
+}
+
+/// Every parameter and buffer of a model of `variant`, in a fixed order, under the
+/// variant's state_dict names ([`Variant::key`]). The backbone comes first and in the same
+/// order for both variants, so one seed initialises the same backbone values; AD-MT's
+/// heads-free networks simply stop there.
+pub fn specs_of(cfg: ModelConfig, variant: Variant) -> Result<Vec<ParamSpec>> {
+    let mut all = backbone_and_heads(cfg, variant.has_heads())?;
+    for s in &mut all {
+        s.name = variant.key(cfg.arch, &s.name).to_string();
+    }
+    Ok(all)
+}
+
+/// SS-Net's names: the backbone, then (with `heads`) the projection / prediction heads and
+/// the selectors.
+fn backbone_and_heads(cfg: ModelConfig, heads: bool) -> Result<Vec<ParamSpec>> {
     if cfg.num_classes < 2 || cfg.in_channels == 0 {
         return Err(Error::config(format!(
             "a model needs at least 2 classes and 1 input channel, got {cfg:?}"
@@ -173,6 +191,9 @@ pub fn specs(cfg: ModelConfig) -> Result<Vec<ParamSpec>> {
             }
             b.conv("decoder.out_conv", nc, ch[0], &[3, 3]);
         }
+    }
+    if !heads {
+        return Ok(b.0);
     }
     b.mlp("projection_head", EMBED_DIM, FEAT_DIM, FEAT_DIM);
     b.mlp("prediction_head", FEAT_DIM, FEAT_DIM, FEAT_DIM);

@@ -210,7 +210,7 @@ pub fn sigmoid_bwd_input(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     Ok(gx)
 }
 
-/// `x[.., c, ..] + b[c]` with the channel at `axis` (x of any rank; b of length shape[axis]).
+/// `x[.., c, ..] + b[c]` with the channel at `axis` (x of any rank; b of length `shape[axis]`).
 pub fn bias_add(x: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
     let op = "bias_add";
     x.expect_dtype(op, DType::F32)?;
@@ -329,7 +329,7 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }))
 }
 
-/// Single-element tensors gathered into one [k] tensor (for one readback of many scalars);
+/// Single-element tensors gathered into one `[k]` tensor (for one readback of many scalars);
 /// off the tape.
 pub fn stack_scalars(xs: &[&Tensor]) -> Result<Tensor> {
     let gpu = xs

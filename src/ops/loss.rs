@@ -1,5 +1,5 @@
 //! Losses: cross-entropy (mean) on logits, and SS-Net's Dice family on probabilities.
-//! Shader: `shaders/loss.wgsl`. The upstream gradient stays on the GPU (a [1] tensor read by
+//! Shader: `shaders/loss.wgsl`. The upstream gradient stays on the GPU (a `[1]` tensor read by
 //! the backward kernels): no readback anywhere.
 //!
 //! Dice losses take the softmax output `p` [N, C, ...] and a target, either a u32 label map
@@ -101,6 +101,60 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     }))
 }
 
+/// The label that drops a voxel from [`masked_cross_entropy`] and from the label Dice losses
+/// (AD-MT's unconfident pseudo-labels).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Cross-entropy of `logits` [N, C, ...] averaged over the voxels whose u32 label is not
+/// [`IGNORE`] (PyTorch `cross_entropy(ignore_index=...)`, reduction mean). With no valid voxel
+/// the loss is 0 with a zero gradient, where PyTorch gives 0/0 = NaN (AD-MT's all-ignored
+/// case, which would otherwise poison the weights). The count stays on the GPU.
+pub fn masked_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let op = "masked_cross_entropy";
+    logits.expect_dtype(op, DType::F32)?;
+    check_labels(op, logits, labels)?;
+    let (n, _c, s, p) = base(op, logits)?;
+    let gpu = logits.gpu().clone();
+    let per = Tensor::empty(&gpu, &[2 * n * s], DType::F32, op)?;
+    launch(
+        &gpu,
+        Shader::Loss,
+        "ce_fwd_masked",
+        &p,
+        &[logits.buffer(), labels.buffer(), per.buffer()],
+        n * s,
+    )?;
+    let sums = sum_mid_raw(&per, 2, n * s, 1, 1.0)?;
+    let loss = Tensor::empty(&gpu, &[1], DType::F32, op)?;
+    let inv = Tensor::empty(&gpu, &[1], DType::F32, op)?;
+    gpu.dispatch(
+        Shader::Loss,
+        "ce_masked_finish",
+        &p,
+        &[sums.buffer(), loss.buffer(), inv.buffer()],
+        [1, 1, 1],
+    )?;
+    let (sx, sy) = (logits.detach(), labels.detach());
+    Ok(record(op, loss, &[logits], move |g, _| {
+        let gx = Tensor::empty(sx.gpu(), sx.shape(), DType::F32, "masked_cross_entropy_bwd")?;
+        launch(
+            sx.gpu(),
+            Shader::Loss,
+            "ce_bwd_masked",
+            &p,
+            &[
+                sx.buffer(),
+                sy.buffer(),
+                g.buffer(),
+                inv.buffer(),
+                gx.buffer(),
+            ],
+            (p.n * p.s) as usize,
+        )?;
+        Ok(vec![Some(gx)])
+    }))
+}
+
 /// Which Dice.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DiceKind {
@@ -110,6 +164,8 @@ pub enum DiceKind {
     Whole,
     /// SSL4MIS DiceLoss: mean over classes of `1 - (2Σpt + s)/(Σt² + Σp² + s)`, s = 1e-10.
     MeanClasses,
+    /// AD-MT's DiceLoss: the same with s = 1e-5; voxels labelled [`IGNORE`] drop out.
+    MeanClassesAdmt,
 }
 
 impl DiceKind {
@@ -117,21 +173,20 @@ impl DiceKind {
         match self {
             DiceKind::BinaryForeground => 0,
             DiceKind::Whole => 1,
-            DiceKind::MeanClasses => 2,
+            DiceKind::MeanClasses | DiceKind::MeanClassesAdmt => 2,
         }
     }
     fn power(self) -> u32 {
-        if self == DiceKind::MeanClasses {
-            2
-        } else {
-            1
+        match self {
+            DiceKind::MeanClasses | DiceKind::MeanClassesAdmt => 2,
+            _ => 1,
         }
     }
     fn eps(self) -> f32 {
-        if self == DiceKind::MeanClasses {
-            1e-10
-        } else {
-            1e-8
+        match self {
+            DiceKind::MeanClasses => 1e-10,
+            DiceKind::MeanClassesAdmt => 1e-5,
+            _ => 1e-8,
         }
     }
 }
@@ -142,12 +197,13 @@ pub enum DiceTarget<'a> {
     Soft(&'a Tensor),
 }
 
-/// A Dice loss of probabilities `p` [N, C, ...] against `target`: a [1] tensor.
+/// A Dice loss of probabilities `p` [N, C, ...] against `target`: a `[1]` tensor.
 pub fn dice_loss(p: &Tensor, target: DiceTarget<'_>, kind: DiceKind) -> Result<Tensor> {
     let op = match kind {
         DiceKind::BinaryForeground => "binary_dice_loss",
         DiceKind::Whole => "whole_dice_loss",
         DiceKind::MeanClasses => "dice_loss",
+        DiceKind::MeanClassesAdmt => "admt_dice_loss",
     };
     p.expect_dtype(op, DType::F32)?;
     let (n, c, s, mut prm) = base(op, p)?;
@@ -242,8 +298,8 @@ pub fn whole_dice_loss(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     dice_loss(p, DiceTarget::Soft(q), DiceKind::Whole)
 }
 
-/// The fused softmax + Dice loss of [`softmax_dice`]: the loss ([1], on the tape for the
-/// logits) and how many labels were out of range ([1] f32, 0 when all are < C).
+/// The fused softmax + Dice loss of [`softmax_dice`]: the loss (`[1]`, on the tape for the
+/// logits) and how many labels were out of range (`[1]` f32, 0 when all are < C).
 pub struct SoftmaxDice {
     pub loss: Tensor,
     pub invalid_labels: Tensor,

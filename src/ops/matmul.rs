@@ -232,7 +232,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }))
 }
 
-/// PyTorch's Linear: x [M, K], w [O, K], b [O] → x·wᵀ + b, [M, O]; the bias is added by
+/// PyTorch's Linear: x `[M, K]`, w `[O, K]`, b `[O]` → x·wᵀ + b, `[M, O]`; the bias is added by
 /// the product's epilogue (one pass over the output).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let op = "linear";

@@ -6,6 +6,7 @@
 use crate::error::Result;
 use crate::gpu::{Gpu, Shader};
 
+pub mod admt;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;

@@ -183,7 +183,7 @@ fn params(
 }
 
 /// Batch normalisation of x [N, C, ...] (1d: [N, C]; 2d: [N, C, H, W]; 3d: [N, C, X, Y, Z])
-/// with gamma, beta, running_mean, running_var of shape [C], then the fused activation.
+/// with gamma, beta, running_mean, running_var of shape `[C]`, then the fused activation.
 /// Train: batch mean and biased variance; running_mean / running_var updated IN PLACE on the
 /// GPU, `r = (1 - momentum) r + momentum batch`, running_var with the unbiased variance.
 /// Eval: running statistics. Frozen: batch statistics, running statistics untouched.

@@ -140,14 +140,14 @@ fn sum_run(x: &Tensor, start: usize, end: usize, alpha: f32) -> Result<Tensor> {
     }))
 }
 
-/// Sum of every element: shape [1].
+/// Sum of every element: shape `[1]`.
 pub fn sum_all(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("sum_all", DType::F32)?;
     let flat = x.reshape(&[x.numel()])?;
     sum_run(&flat, 0, 1, 1.0)
 }
 
-/// Mean of every element: shape [1].
+/// Mean of every element: shape `[1]`.
 pub fn mean_all(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("mean_all", DType::F32)?;
     if x.numel() == 0 {
@@ -157,7 +157,7 @@ pub fn mean_all(x: &Tensor) -> Result<Tensor> {
     sum_run(&flat, 0, 1, 1.0 / x.numel() as f32)
 }
 
-/// Sum over `axes` (any order, no repeats), removing them (a scalar becomes shape [1]).
+/// Sum over `axes` (any order, no repeats), removing them (a scalar becomes shape `[1]`).
 pub fn sum_axes(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
     reduce_axes(x, axes, false)
 }

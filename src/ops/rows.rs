@@ -261,7 +261,7 @@ pub fn scatter_rows(g: &Tensor, idx: &Tensor, count: usize, m: usize) -> Result<
     Ok(out)
 }
 
-/// The rows of `x` [M, D] where `mask` [M] (u32) is set: ([count, D], indices, count).
+/// The rows of `x` `[M, D]` where `mask` `[M]` (u32) is set: (`[count, D]`, indices, count).
 pub fn masked_rows(x: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor, usize)> {
     let (m, _) = md("masked_rows", x)?;
     if mask.numel() != m {

@@ -26,7 +26,7 @@ pub fn lincomb(a: &[f64], alpha: f64, b: &[f64], beta: f64) -> Vec<f64> {
 pub fn mul(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x * y).collect()
 }
-/// x [.., C (axis), inner] + b[C]
+/// x `[.., C (axis), inner]` + `b[C]`
 pub fn bias_add(x: &[f64], shape: &[usize], b: &[f64], axis: usize) -> Vec<f64> {
     let inner: usize = shape[axis + 1..].iter().product();
     let c = shape[axis];

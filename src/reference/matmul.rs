@@ -24,7 +24,7 @@ pub fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
     t
 }
 
-/// x [m, k], w [o, k], b [o] → x·wᵀ + b
+/// x `[m, k]`, w `[o, k]`, b `[o]` → x·wᵀ + b
 pub fn linear(x: &[f64], w: &[f64], b: Option<&[f64]>, m: usize, k: usize, o: usize) -> Vec<f64> {
     let mut y = matmul(x, &transpose(w, o, k), m, k, o);
     if let Some(b) = b {

@@ -3,6 +3,7 @@
 //! their backwards are checked by central finite differences ([`gradcheck`]).
 //! Layouts are the GPU ops' layouts (row-major, [N, C, spatial...]).
 
+pub mod admt;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;

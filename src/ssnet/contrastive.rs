@@ -27,13 +27,13 @@ use crate::ops::{self, BnMode};
 use crate::tensor::Tensor;
 
 pub struct ContrastiveOut {
-    /// The loss, [1]: a constant zero when no class takes part.
+    /// The loss, `[1]`: a constant zero when no class takes part.
     pub loss: Tensor,
     /// Parameter-name prefixes whose parameters get an explicit zero gradient.
     pub zero_grad_params: Vec<String>,
 }
 
-/// The loss for features `feats` [M, 32] (on the tape) with u32 `labels` [M].
+/// The loss for features `feats` `[M, 32]` (on the tape) with u32 `labels` `[M]`.
 pub fn contrastive_loss(
     model: &Model,
     feats: &Tensor,

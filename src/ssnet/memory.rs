@@ -63,7 +63,7 @@ impl PrototypeMemory {
             .map_or(0, |t| t.shape()[0])
     }
 
-    /// Update from projected features [K, 32] and their u32 labels [K].
+    /// Update from projected features `[K, 32]` and their u32 labels `[K]`.
     pub fn update(&mut self, model: &Model, feats: &Tensor, labels: &Tensor) -> Result<()> {
         if feats.shape().len() != 2 || labels.numel() != feats.shape()[0] {
             return Err(Error::op(
