@@ -73,10 +73,12 @@ pub struct PlanOptions {
 /// `--memory-gb` says otherwise.
 pub const DEFAULT_MEMORY_GIB: f64 = 8.0;
 /// Device bytes one input voxel of one sample costs in a full SS-Net training step
-/// (activations kept for backward, three VAT passes, heads on every voxel), estimated from
-/// the layer widths: VNet (3D) and UNet (2D).
-pub const BYTES_PER_VOXEL_3D: u64 = 2400;
-pub const BYTES_PER_VOXEL_2D: u64 = 1400;
+/// (activations kept for backward, three VAT passes, heads on every voxel), measured as the
+/// buffer pool's peak allocation over the second step (weights included, so generous for
+/// large patches): VNet 3.45-3.70 KB at 32³ and 48×48×32 with batch 2, UNet 4.5-5.9 KB at
+/// 64² and 96² with batch 4 (lavapipe, f32 path).
+pub const BYTES_PER_VOXEL_3D: u64 = 3700;
+pub const BYTES_PER_VOXEL_2D: u64 = 4800;
 /// The widest single tensor per voxel and sample: the 32-wide projected feature rows (f32).
 pub const WIDEST_TENSOR_BYTES_PER_VOXEL: u64 = 32 * 4;
 
