@@ -7,7 +7,7 @@
 //! The crate reads as floors, each using only those below it:
 //!
 //! ```text
-//! cli      one file per subcommand (train, eval, predict, bench, devices)
+//! cli      one file per subcommand (train, eval, predict, plan, bench, devices)
 //! ssnet    VAT, prototype memory, contrastive loss, ramp-up, the training step and loop
 //! admt     AD-MT: schedules, strong views, CutMix, the two-teacher training step
 //! infer    sliding-window (3D) and slice-wise (2D) prediction
@@ -16,7 +16,7 @@
 //! autograd the tape: nodes in execution order, backward, backward_wrt, no_grad
 //! tensor   GPU tensor handle: shape, dtype, pooled buffer, upload / readback
 //! gpu      adapter + device + limits, error scopes, buffer pool, shader registry, dispatch
-//! data, metrics   plain CPU code (NIfTI, HDF5, datasets, augmentation; Dice, 95HD, ASD...)
+//! data, metrics   plain CPU code (NIfTI, HDF5, datasets, own layouts + preprocessing; Dice, 95HD, ASD...)
 //! fsutil, error    atomic file writes, the one error type: used by every floor
 //! reference       the CPU twin of every kernel, f64 accumulation (tests, debugging)
 //! ```

@@ -114,6 +114,8 @@ pub fn run(a: EvalArgs, device: Option<&str>) -> Result<()> {
     let gt_dir = a.gt.clone().ok_or_else(|| {
         Error::config("eval: --gt DIR (the folder of ground-truth NIfTI label maps) is required")
     })?;
+    // An own dataset's root (Decathlon, nnU-Net v2, plain): its label folder.
+    let gt_dir = crate::data::layout::label_folder(&gt_dir).unwrap_or(gt_dir);
     let csv = a
         .csv
         .clone()

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod devices;
 pub mod eval;
 pub mod outputs;
+pub mod own;
+pub mod plan;
 pub mod predict;
 pub mod train;
 
@@ -55,6 +57,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Evaluate segmentations: Dice, Jaccard, 95HD, ASD per case and class.
     Eval(eval::EvalArgs),
+    /// Print the plan of an own dataset (network, patch, spacing, classes) without training.
+    Plan(plan::PlanArgs),
     /// Time the SS-Net training step, inference and the per-layer kernels on this GPU.
     Bench(bench::BenchArgs),
 }
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Predict(a) => predict::run(a, cli.device.as_deref()),
         Command::Eval(a) => eval::run(a, cli.device.as_deref()),
         Command::Bench(a) => bench::run(a, cli.device.as_deref()),
+        Command::Plan(a) => plan::run(a, cli.device.as_deref()),
     };
     r.map_err(|e| explain_gpu_error(e, from_env, &driver_env()))
 }

@@ -446,6 +446,10 @@ pub fn run(a: PredictArgs, device: Option<&str>) -> Result<()> {
     crate::nn::checkpoint::check_file(&a.checkpoint)?;
     let gpu = Gpu::new(device)?;
     let model = Model::load(&gpu, &a.checkpoint)?;
+    if let Some(train_cfg) = crate::cli::own::checkpoint_config(&a.checkpoint)? {
+        // Trained on own data: its preprocessing and inverse (cli::own).
+        return crate::cli::own::predict(&a, &model, &train_cfg, &gpu);
+    }
     let cfg = a.infer.config(model.cfg.arch)?;
     check_infer_sizes(&gpu, model.cfg.arch, &cfg)?;
     let plan = Plan {

@@ -6,6 +6,7 @@
 //! ssnet train --preset acdc --data /path/to/ACDC --labelnum 7
 //! ssnet train --config my.toml --max-iterations 2000 --lr 0.005
 //! ssnet train --resume runs/la [--max-iterations 20000]
+//! ssnet train --data MY_DATASET --out runs/mine [--labelnum 4]  # own data: see cli::own
 //! ```
 //!
 //! Configuration layers (see `train::config`): preset → `--config` file → flags. Every key of
@@ -71,7 +72,8 @@ pub struct TrainArgs {
     /// Dataset root folder.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Labelled scans (LA) or patients (ACDC: 3 → 68 slices, 7 → 136).
+    /// Labelled scans (LA) or patients (ACDC: 3 → 68 slices, 7 → 136); own data: labelled
+    /// cases kept (seeded), the others join the unlabelled stream.
     #[arg(long)]
     pub labelnum: Option<usize>,
     #[arg(long)]
@@ -149,6 +151,9 @@ pub struct TrainArgs {
     /// voxel grids as they are (refused by default).
     #[arg(long)]
     pub ignore_affine: bool,
+    /// Flags of an own dataset (a Decathlon, nnU-Net v2 or plain images/ + labels/ folder).
+    #[command(flatten)]
+    pub own: crate::cli::own::OwnArgs,
 }
 
 /// `112,112,80` or `112x112x80`.
@@ -325,7 +330,7 @@ pub fn fresh_config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 /// The GPU, with tile autotuning turned on when `tune` (SSNET_TUNE=1 turns it on anyway).
-fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
+pub(crate) fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
     let gpu = Gpu::new(device)?;
     if tune && !gpu.tuning_enabled() {
         gpu.enable_tuning(None);
@@ -335,7 +340,7 @@ fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
 
 /// What a run writes (its fixed files, and the folders of files named per case or per
 /// validation) against what it reads (the config file, every file of the dataset folder).
-fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
+pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
     let (ck, lg) = (cfg.checkpoint_dir(), cfg.log_dir());
     let mut inputs = files_below(&cfg.data, 3);
     inputs.extend(config_file.map(Path::to_path_buf));
@@ -363,6 +368,9 @@ fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
 }
 
 pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
+    if crate::cli::own::wants_own(&a) {
+        return crate::cli::own::train(&a, device);
+    }
     let mut run = match &a.resume {
         Some(dir) => {
             if a.preset.is_some() || a.config.is_some() {
@@ -389,7 +397,7 @@ pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(cfg: &TrainConfig, s: &Summary) {
+pub(crate) fn print_summary(cfg: &TrainConfig, s: &Summary) {
     println!(
         "done: {} iterations ({} in this run) in {:.1} s",
         s.iterations, s.iterations_this_run, s.elapsed_s

@@ -9,6 +9,7 @@
 //! the key. The resolved configuration is written to `config.toml` in the run folder and into
 //! every checkpoint; `ssnet train --config RUN/config.toml` repeats a run.
 
+use super::plan::OwnData;
 use crate::error::{Error, Result};
 use crate::nn::{Arch, ModelConfig};
 use crate::ssnet::{MemoryOrder, TrainerConfig};
@@ -154,6 +155,11 @@ pub struct TrainConfig {
     /// label map would not lie on the anatomy it labels).
     #[serde(default)]
     pub ignore_affine: bool,
+    /// A user's own dataset (`ssnet train --data DIR` on a Decathlon, nnU-Net v2 or plain
+    /// layout): its plan and preprocessing; `dataset` then names the preset whose recipe
+    /// applies (`la`: 3D VNet, `acdc`: 2D UNet). See [`super::plan`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<OwnData>,
 }
 
 /// Keys of where a run writes: kept out of checkpoints (a checkpoint's bytes do not depend
@@ -197,6 +203,7 @@ impl TrainConfig {
                 snapshots: true,
                 final_eval: false,
                 ignore_affine: false,
+                own: None,
             },
             Preset::Acdc => TrainConfig {
                 dataset: DatasetKind::Acdc,
@@ -227,6 +234,22 @@ impl TrainConfig {
                 final_eval: true,
                 ..Self::preset(Preset::Acdc)
             },
+        }
+    }
+
+    /// Classes including background: the dataset's ([`DatasetKind::num_classes`]), or an own
+    /// dataset's plan.
+    pub fn num_classes(&self) -> usize {
+        self.own
+            .as_ref()
+            .map_or(self.dataset.num_classes(), |o| o.num_classes)
+    }
+
+    /// The network of the run.
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            num_classes: self.num_classes(),
+            ..self.dataset.model_config()
         }
     }
 

@@ -81,6 +81,9 @@ pub fn labelled_slices(cases: &[&str], patients: usize) -> usize {
 impl TrainSet {
     /// Open the dataset of `cfg` (lists checked; volumes read lazily).
     pub fn open(cfg: &TrainConfig) -> Result<TrainSet> {
+        if cfg.own.is_some() {
+            return Ok(super::own::open_run(cfg)?.0);
+        }
         if !cfg.data.is_dir() {
             return Err(Error::file(
                 &cfg.data,
@@ -329,6 +332,10 @@ pub fn check_affines(image: &Path, label: &Path, ignore: bool) -> Result<()> {
 
 /// The cases validation runs on: LA `test.list` (as the reference), ACDC `val.list`.
 pub fn validation_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
+    if cfg.own.is_some() {
+        // An own dataset: the held-out cases of the run's split, preprocessed.
+        return Ok(super::own::open_run(cfg)?.1);
+    }
     match cfg.dataset {
         DatasetKind::La => {
             let ds = LaDataset::open(&cfg.data)?;
@@ -343,6 +350,9 @@ pub fn validation_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
 
 /// The cases of the final evaluation: the test list of either layout.
 pub fn test_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
+    if cfg.own.is_some() {
+        return validation_cases(cfg);
+    }
     match cfg.dataset {
         DatasetKind::La => validation_cases(cfg),
         DatasetKind::Acdc => {

@@ -6,12 +6,16 @@
 //! - [`augment`]: LA rot/flip + random crop (padding quirk included), ACDC rot/flip or
 //!   rotation + nearest zoom;
 //! - [`data`]: the training items (LA scans, ACDC slices), batches, validation / test cases;
+//! - [`plan`] and [`own`]: a user's own dataset: the plan (network, patch, spacing, classes)
+//!   and its preprocessed cases as training items;
 //! - [`run`]: [`Run`], the loop with JSONL logs, validation, checkpoints and exact resume;
 //! - [`snapshot`] (PNG panels). Validation and the final predictions use [`crate::infer`].
 
 pub mod augment;
 pub mod config;
 pub mod data;
+pub mod own;
+pub mod plan;
 pub mod run;
 pub mod sampler;
 pub mod snapshot;

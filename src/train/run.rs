@@ -218,7 +218,7 @@ impl Run {
         let sampler = sampler_for(&cfg, &train)?;
         let mut train = train;
         let val = prepare(gpu, &cfg, &mut train, val)?;
-        let model = Model::init(gpu, cfg.dataset.model_config(), cfg.seed)?;
+        let model = Model::init(gpu, cfg.model_config(), cfg.seed)?;
         let trainer = Trainer::new(model, cfg.trainer_config());
         // Everything is checked: only now is the run folder touched.
         for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
@@ -398,7 +398,7 @@ impl Run {
                 )
             },
         )?;
-        let mcfg = cfg.dataset.model_config();
+        let mcfg = cfg.model_config();
         let mut values = BTreeMap::new();
         let mut momentum = BTreeMap::new();
         let mut memory = BTreeMap::new();
@@ -561,7 +561,7 @@ impl Run {
         if cases.is_empty() {
             return Ok(None);
         }
-        let nc = self.cfg.dataset.num_classes();
+        let nc = self.cfg.num_classes();
         let mut sums = vec![0f64; nc - 1];
         for (i, case) in cases.iter().enumerate() {
             let pred = predict_case(&self.trainer.model, &self.cfg, case)?;
