@@ -2,7 +2,7 @@
 //! sigmoid, fill. Shader: `shaders/elementwise.wgsl`.
 //!
 //! Every op here but the batch ranges (`narrow_batch`) works in pieces
-//! ([`launch_pieces`]): a tensor over the device's storage-binding limit is processed a
+//! (`ops::launch_pieces`): a tensor over the device's storage-binding limit is processed a
 //! binding-sized range at a time, with the same bits.
 
 use super::{launch, launch_pieces, u32_of, Part};
