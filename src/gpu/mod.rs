@@ -145,7 +145,7 @@ impl Gpu {
         Error::op(
             what,
             format!(
-                "tensor of {bytes} bytes exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size, {}{}), and this op does not work in pieces",
+                "a buffer of {bytes} bytes (a tensor and its pool slack) exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size, {}{}), and this op does not work in pieces",
                 self.max_binding(),
                 self.info.name,
                 self.limits_note()
