@@ -12,6 +12,8 @@
 // >= thr = ceil(p * 2^24), so the drop probability is thr / 2^24 (p within 6e-8); kept
 // values are multiplied by `scale` = 1 / (1 - p). The backward applies the same mask and
 // scale to the gradient (the same kernel on g): the mask is regenerated, never stored.
+// Pieces: over the storage-binding limit the launch is split into ranges (src/ops/mod.rs,
+// launch_pieces); `total` is then the piece's length and `base` its first global index.
 // `src/ops/dropout.rs` has the same hash in Rust; the CPU twin reproduces the mask exactly.
 
 struct DoParams {
@@ -20,7 +22,7 @@ struct DoParams {
     thr: u32,
     k0: u32,
     k1: u32,
-    _pad0: u32,
+    base: u32,
     scale: f32,
     _pad1: f32,
 }
@@ -43,7 +45,7 @@ fn mix32(v: u32) -> u32 {
 fn dropout_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.total) { return; }
-    let u = i / p.s;
+    let u = (p.base + i) / p.s;
     let h = mix32(mix32(u ^ p.k0) + p.k1);
     let keep = (h >> 8u) >= p.thr;
     y[i] = select(0.0, x[i] * p.scale, keep);

@@ -6,12 +6,16 @@
 // (wid.y * nwg.x + wid.x) * 256 + lid.x and every invocation bound-checks it.
 // Channel broadcast (bias): x is [outer, c, inner] row-major, b is [c]:
 //   channel of element i = (i / inner) % c.
+// Pieces: a launch over a tensor larger than the storage-binding limit is split into pieces
+// bound as buffer ranges (src/ops/mod.rs, launch_pieces); `n` is then the piece's length and
+// `base` the global index of its element 0. Only kernels that read their global index (the
+// bias channel, the noise hash) add `base`; the others never see it.
 
 struct EwParams {
     n: u32,
     c: u32,
     inner: u32,
-    _pad: u32,
+    base: u32,
     alpha: f32,
     beta: f32,
     _pad2: f32,
@@ -112,7 +116,7 @@ fn sigmoid_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 fn bias_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = gid(wid, nwg, lid);
     if (i >= p.n) { return; }
-    bias_out[i] = bias_x[i] + bias_b[(i / p.inner) % p.c];
+    bias_out[i] = bias_x[i] + bias_b[((p.base + i) / p.inner) % p.c];
 }
 
 // ---- contiguous ranges along the batch axis: out[i] = x[off + i]; place: out[off + i] = g[i]
@@ -152,6 +156,6 @@ fn pcg_hash(v: u32) -> u32 {
 fn uniform_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = gid(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let h = pcg_hash(pcg_hash(i ^ p.c) + p.inner);
+    let h = pcg_hash(pcg_hash((p.base + i) ^ p.c) + p.inner);
     un_noise[i] = f32(h >> 8u) * (1.0 / 16777216.0);
 }

@@ -50,17 +50,29 @@ fn webgpu_mode_opens_the_device_with_wgpus_default_limits() {
     );
 }
 
+/// A tensor over the 128 MiB binding limit exists (up to `max_buffer_size`, 256 MiB here);
+/// an op that cannot work in pieces refuses it naming the binding limit, and a tensor over
+/// the buffer limit is refused naming that one. (tests/split.rs checks the ops that split.)
 #[test]
-fn a_tensor_over_the_binding_limit_is_refused_naming_the_limit() {
+fn a_tensor_over_the_binding_limit_is_refused_by_ops_that_cannot_split_naming_the_limit() {
     let g = strict(MatrixUnits::Off);
-    let n = (129usize << 20) / 4;
+    let x = Tensor::empty(&g, &[(129usize << 20) / 4], DType::F32, "big op").unwrap();
+    let e = ops::sum_all(&x).unwrap_err().to_string();
+    assert!(
+        e.contains("max_storage_buffer_binding_size")
+            && e.contains("does not work in pieces")
+            && e.contains("SSNET_LIMITS=webgpu")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    let n = (257usize << 20) / 4;
     let e = match Tensor::empty(&g, &[n], DType::F32, "big op") {
-        Ok(_) => panic!("129 MiB must be refused under WebGPU limits"),
+        Ok(_) => panic!("257 MiB must be refused under WebGPU limits"),
         Err(e) => e.to_string(),
     };
     assert!(
         e.starts_with("big op:")
-            && e.contains("max_storage_buffer_binding_size")
+            && e.contains("max_buffer_size")
             && e.contains("SSNET_LIMITS=webgpu")
             && !e.contains('\n'),
         "{e}"
@@ -163,8 +175,8 @@ fn a_pipeline_over_the_workgroup_memory_limit_is_refused_naming_it() {
 }
 
 /// The full training configurations need tensors over WebGPU's 128 MiB binding (what
-/// `ssnet devices` reports as their needs): their first such tensor is refused naming the
-/// limit, before anything runs. LA: VNet's 16-channel activations of 4 × 112×112×80
+/// `ssnet devices` reports as their needs) in ops that cannot work in pieces: the first
+/// such op is refused naming the limit. LA: VNet's 16-channel activations of 4 × 112×112×80
 /// (245 MiB); ACDC: UNet's top decoder concatenation, 32 channels of 24 × 256×256 (192 MiB).
 #[test]
 fn full_size_training_batches_are_refused_under_webgpu_limits_naming_the_limit() {

@@ -305,17 +305,29 @@ fn same_inputs_give_same_bits() {
     assert_eq!(a[0].to_bits(), b[0].to_bits());
 }
 
+/// Over the buffer limit a tensor is refused; over the binding limit it exists, and an op
+/// that cannot work in pieces refuses it (tests/split.rs has the ops that split).
 #[test]
 fn oversized_tensor_is_refused_with_a_clear_error() {
     let g = gpu();
-    let too_big = (g.max_binding() / 4 + 1) as usize;
+    let too_big = (g.max_buffer() / 4 + 1) as usize;
     let err = ssnet::tensor::Tensor::empty(&g, &[too_big], ssnet::tensor::DType::F32, "test op")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("max storage binding") && err.contains("test op"),
+        err.contains("max buffer size") && err.contains("test op"),
         "{err}"
     );
+    if g.max_buffer() > g.max_binding() {
+        let over = (g.max_binding() / 4 + 1) as usize;
+        let x = ssnet::tensor::Tensor::empty(&g, &[over], ssnet::tensor::DType::F32, "test op")
+            .unwrap();
+        let err = ops::sum_all(&x).unwrap_err().to_string();
+        assert!(
+            err.contains("max storage binding") && err.contains("does not work in pieces"),
+            "{err}"
+        );
+    }
 }
 
 /// Submitting the pending work after every dispatch (`SSNET_SUBMIT_EVERY=1`) changes when the

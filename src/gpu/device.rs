@@ -68,10 +68,18 @@ impl Gpu {
         };
         // Ask for everything the adapter offers (big activations need its real binding size),
         // or WebGPU's defaults in the strict mode.
-        let limits = match opts.limits {
+        let mut limits = match opts.limits {
             LimitsMode::Adapter => adapter.limits(),
             LimitsMode::WebGpu => wgpu::Limits::default(),
         };
+        if let Some(b) = opts.max_binding_bytes {
+            if b < 4096 || b % 4 != 0 {
+                return Err(Error::msg(format!(
+                    "max_binding_bytes {b}: not a multiple of 4 of at least 4096 bytes"
+                )));
+            }
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(b);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ssnet"),
             required_features: features,
@@ -89,6 +97,11 @@ impl Gpu {
             );
         }));
         let no_pool = std::env::var("SSNET_NO_POOL").as_deref() == Ok("1");
+        let pool = BufferPool::new(
+            !no_pool,
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+        );
         let gpu = Arc::new(Gpu {
             adapter,
             device,
@@ -98,7 +111,7 @@ impl Gpu {
             features,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
-            pool: Arc::new(Mutex::new(BufferPool::new(!no_pool))),
+            pool: Arc::new(Mutex::new(pool)),
             rec: Mutex::new(Recorder {
                 encoder: None,
                 pass: None,
@@ -114,6 +127,7 @@ impl Gpu {
             submissions: std::sync::atomic::AtomicU64::new(0),
             matrix_units,
             limits_mode: opts.limits,
+            binding_knob: opts.max_binding_bytes.is_some(),
             mma_shape,
             matrix_check: Mutex::new(None),
             tuner: Mutex::new(tune::Tuner::default()),

@@ -29,6 +29,9 @@
 //!   the GPU starts on a step while the CPU still records it (a knob to measure on the card).
 //! - `SSNET_NO_POOL=1`: never reuse a freed buffer.
 //! - `SSNET_DEBUG_PIPELINES=1`: print every pipeline key when it is compiled.
+//! - `SSNET_MAX_BINDING_BYTES=N`: open the device with at most N bytes per storage binding,
+//!   so that small tensors go through the split path of the ops that work in pieces and the
+//!   refusal of the others (tests/split.rs).
 
 mod adapter;
 mod device;
@@ -77,6 +80,8 @@ pub struct Gpu {
     matrix_units: MatrixUnits,
     /// The limits the device was opened with.
     limits_mode: LimitsMode,
+    /// Whether the binding limit was lowered by `SSNET_MAX_BINDING_BYTES`.
+    binding_knob: bool,
     /// The matrix-unit tile (the adapter's for cooperative matrices; the asked one emulated).
     mma_shape: MmaShape,
     /// The numerical check of the matrix-unit path, run on its first use: `Err` disables it.
@@ -110,17 +115,42 @@ impl Gpu {
         self.limits_mode
     }
 
-    /// Appended to a message naming a limit: how the limit came about in the strict mode.
-    pub(crate) fn limits_note(&self) -> &'static str {
-        match self.limits_mode {
-            LimitsMode::Adapter => "",
-            LimitsMode::WebGpu => "; SSNET_LIMITS=webgpu: WebGPU's default limits",
+    /// Appended to a message naming a limit: how the limit came about in the strict mode or
+    /// under the binding knob.
+    pub(crate) fn limits_note(&self) -> String {
+        let mut note = String::new();
+        if self.limits_mode == LimitsMode::WebGpu {
+            note += "; SSNET_LIMITS=webgpu: WebGPU's default limits";
         }
+        if self.binding_knob {
+            note += "; lowered by SSNET_MAX_BINDING_BYTES";
+        }
+        note
     }
 
-    /// Largest buffer a single storage binding can see.
+    /// Largest buffer a single storage binding can see. Tensors up to
+    /// [`Gpu::max_buffer`] exist; the ops that work in pieces (`ops::launch_pieces`) bind
+    /// them a range at a time, the others refuse them naming this limit.
     pub fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Largest buffer the device creates: the largest tensor.
+    pub fn max_buffer(&self) -> u64 {
+        self.limits.max_buffer_size
+    }
+
+    /// The refusal of a kernel that would bind `bytes` bytes at once, over the binding limit.
+    pub(crate) fn over_binding(&self, what: &str, bytes: u64) -> Error {
+        Error::op(
+            what,
+            format!(
+                "a buffer of {bytes} bytes (a tensor and its pool slack) exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size, {}{}), and this op does not work in pieces",
+                self.max_binding(),
+                self.info.name,
+                self.limits_note()
+            ),
+        )
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -132,36 +162,33 @@ impl Gpu {
         self.pool.lock().unwrap().reset_peak()
     }
 
-    /// A storage buffer of at least `bytes` from the pool (contents undefined).
-    pub(crate) fn alloc(self: &Arc<Self>, bytes: u64, what: &str) -> Result<Storage> {
-        if bytes > self.max_binding() {
+    /// The refusal of a tensor over the buffer limit, or `Ok`.
+    fn check_buffer(&self, bytes: u64, what: &str) -> Result<()> {
+        if bytes > self.max_buffer() {
             return Err(Error::op(
                 what,
                 format!(
-                    "tensor of {bytes} bytes exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size, {}{})",
-                    self.max_binding(),
+                    "tensor of {bytes} bytes exceeds the device's max buffer size of {} bytes (max_buffer_size, {}{})",
+                    self.max_buffer(),
                     self.info.name,
                     self.limits_note()
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// A storage buffer of at least `bytes` from the pool (contents undefined). Up to the
+    /// buffer limit: the binding limit is checked where a kernel binds it.
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: u64, what: &str) -> Result<Storage> {
+        self.check_buffer(bytes, what)?;
         BufferPool::alloc(&self.pool, &self.device, bytes.max(4))
     }
 
     /// A new storage buffer holding `data` (uploads never reuse a pooled buffer: a queued
     /// write would land before commands still pending on the old contents).
     pub(crate) fn upload(self: &Arc<Self>, data: &[u8], what: &str) -> Result<Storage> {
-        let bytes = (data.len() as u64).max(4);
-        if bytes > self.max_binding() {
-            return Err(Error::op(
-                what,
-                format!(
-                    "tensor of {bytes} bytes exceeds the device's max storage binding of {} bytes (max_storage_buffer_binding_size{})",
-                    self.max_binding(),
-                    self.limits_note()
-                ),
-            ));
-        }
+        self.check_buffer((data.len() as u64).max(4), what)?;
         BufferPool::upload(&self.pool, &self.device, data)
     }
 

@@ -1,6 +1,7 @@
 //! What the caller asks of the device: how the convolution GEMMs multiply
 //! ([`MatrixUnits`], `SSNET_TENSOR_CORES`), how often recorded work is submitted
-//! (`SSNET_SUBMIT_EVERY`), which limits it is opened with (`SSNET_LIMITS`).
+//! (`SSNET_SUBMIT_EVERY`), which limits it is opened with (`SSNET_LIMITS`,
+//! `SSNET_MAX_BINDING_BYTES`).
 
 use super::matrix_units::MmaShape;
 use crate::error::{Error, Result};
@@ -68,10 +69,16 @@ pub struct GpuOptions {
     /// The matrix-unit tile of the emulated path (`None`: 16×16); the cooperative-matrix path
     /// takes the adapter's.
     pub mma_shape: Option<MmaShape>,
+    /// Ask for at most this many bytes per storage binding (`SSNET_MAX_BINDING_BYTES`): a
+    /// test and debug knob that makes small tensors exceed the binding limit, so that the ops
+    /// which work in pieces are split and the others refuse, as on an adapter with a small
+    /// limit. `None`: the limit of [`LimitsMode`].
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl GpuOptions {
-    /// From the environment (`SSNET_TENSOR_CORES`, `SSNET_SUBMIT_EVERY`, `SSNET_LIMITS`).
+    /// From the environment (`SSNET_TENSOR_CORES`, `SSNET_SUBMIT_EVERY`, `SSNET_LIMITS`,
+    /// `SSNET_MAX_BINDING_BYTES`).
     pub fn from_env() -> Result<GpuOptions> {
         let tc = std::env::var("SSNET_TENSOR_CORES").unwrap_or_default();
         Ok(GpuOptions {
@@ -85,7 +92,22 @@ impl GpuOptions {
                 Ok(v) => LimitsMode::parse(&v)?,
                 Err(_) => LimitsMode::Adapter,
             },
+            max_binding_bytes: max_binding_from_env()?,
         })
+    }
+}
+
+/// `SSNET_MAX_BINDING_BYTES=N`: request at most N bytes per storage binding (a multiple of
+/// 4, at least 4096).
+fn max_binding_from_env() -> Result<Option<u64>> {
+    match std::env::var("SSNET_MAX_BINDING_BYTES") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 4096 && n % 4 == 0 => Ok(Some(n)),
+            _ => Err(Error::msg(format!(
+                "SSNET_MAX_BINDING_BYTES: '{v}' is not a multiple of 4 of at least 4096 bytes"
+            ))),
+        },
     }
 }
 

@@ -31,6 +31,10 @@ pub struct BufferPool {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     reuse: bool,
     stats: PoolStats,
+    /// The device's storage-binding and buffer limits (bytes, multiples of 4): see
+    /// [`BufferPool::class`].
+    max_binding: u64,
+    max_buffer: u64,
 }
 
 /// Size classes: 256 B minimum, then 4 classes per power of two (at most 25 % slack).
@@ -46,11 +50,28 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl BufferPool {
-    pub fn new(reuse: bool) -> Self {
+    /// A pool for a device with these storage-binding and buffer limits.
+    pub fn new(reuse: bool, max_binding: u64, max_buffer: u64) -> Self {
         BufferPool {
             free: HashMap::new(),
             reuse,
             stats: PoolStats::default(),
+            max_binding: max_binding & !3,
+            max_buffer: max_buffer & !3,
+        }
+    }
+
+    /// The size of the buffer that holds `bytes`: its [`size_class`], capped so that a
+    /// buffer is larger than the binding limit only when its contents are (a whole-buffer
+    /// binding then fits whenever the tensor does) and never larger than the buffer limit.
+    fn class(&self, bytes: u64) -> u64 {
+        let c = size_class(bytes);
+        if bytes <= self.max_binding && c > self.max_binding {
+            self.max_binding
+        } else if bytes <= self.max_buffer && c > self.max_buffer {
+            self.max_buffer
+        } else {
+            c
         }
     }
 
@@ -80,8 +101,8 @@ impl BufferPool {
         device: &wgpu::Device,
         bytes: u64,
     ) -> Result<Storage> {
-        let class = size_class(bytes);
         let mut p = pool.lock().unwrap();
+        let class = p.class(bytes);
         if let Some(buf) = p.free.get_mut(&class).and_then(|v| v.pop()) {
             p.stats.reused += 1;
             p.account_live(class);
@@ -121,8 +142,12 @@ impl BufferPool {
         data: &[u8],
     ) -> Result<Storage> {
         let bytes = (data.len() as u64).max(4);
-        let class = size_class(bytes);
-        pool.lock().unwrap().account_new(class);
+        let class = {
+            let mut p = pool.lock().unwrap();
+            let class = p.class(bytes);
+            p.account_new(class);
+            class
+        };
         let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -179,7 +204,18 @@ impl Drop for Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use super::{size_class, BufferPool};
+
+    #[test]
+    fn classes_stay_within_the_binding_and_buffer_limits() {
+        let p = BufferPool::new(true, 1_000_000, 3_000_000);
+        assert_eq!(p.class(1_000_000), 1_000_000);
+        assert_eq!(p.class(999_996), 1_000_000);
+        assert!(p.class(1_000_004) > 1_000_000);
+        assert_eq!(p.class(2_999_996), 3_000_000);
+        assert_eq!(p.class(1 << 20), 1 << 20);
+    }
+
     #[test]
     fn size_classes_cover_and_bound_slack() {
         for b in [

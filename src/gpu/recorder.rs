@@ -72,6 +72,42 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let whole: Vec<wgpu::BufferBinding> = buffers
+            .iter()
+            .map(|b| b.as_entire_buffer_binding())
+            .collect();
+        self.dispatch_bound(shader, entry, constants, params, &whole, groups)
+    }
+
+    /// [`Gpu::dispatch_with`] on buffer bindings: whole buffers or ranges (offsets aligned
+    /// to `min_storage_buffer_offset_alignment`). A binding larger than the device's
+    /// storage-binding limit is refused naming the limit: only the callers that work in
+    /// pieces (`ops::launch_pieces`) bind ranges of the larger tensors.
+    pub fn dispatch_bound<P: bytemuck::Pod>(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[wgpu::BufferBinding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        for b in buffers {
+            let size = b.size.map_or(b.buffer.size() - b.offset, |s| s.get());
+            if size > self.max_binding() {
+                return Err(self.over_binding(entry, size));
+            }
+            if b.offset % align != 0 {
+                return Err(Error::op(
+                    entry,
+                    format!(
+                        "binding offset {} is not a multiple of {align} (min_storage_buffer_offset_alignment)",
+                        b.offset
+                    ),
+                ));
+            }
+        }
         let maxd = self.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > maxd) {
             return Err(Error::op(
@@ -123,7 +159,7 @@ impl Gpu {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(b.clone()),
             });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -3,7 +3,7 @@
 //! is on the tape: the teachers' maps are constants of the student's loss (the official code
 //! computes them under `no_grad`), and the EMA and CutMix act on data, not on the graph.
 
-use super::{launch, u32_of};
+use super::{launch, launch_pieces, u32_of, Part};
 use crate::error::{Error, Result};
 use crate::gpu::Shader;
 use crate::reference::admt::Fusion;
@@ -286,26 +286,25 @@ pub fn ema_into(teacher: &Tensor, student: &Tensor, alpha: f32) -> Result<()> {
             ),
         ));
     }
-    let prm = AdmtParams {
-        n: 1,
-        c: 1,
-        s: 1,
-        mode: 0,
-        d0: 1,
-        d1: 1,
-        d2: 1,
-        count: u32_of(op, teacher.numel())?,
-        inv_tau: 1.0,
-        threshold: 0.0,
-        alpha,
-        _p: 0.0,
-    };
-    launch(
+    launch_pieces(
         teacher.gpu(),
         Shader::Admt,
         "ema",
-        &prm,
-        &[teacher.buffer(), student.buffer()],
+        &[Part::Elems(teacher.buffer()), Part::Elems(student.buffer())],
         teacher.numel(),
+        |_, count| AdmtParams {
+            n: 1,
+            c: 1,
+            s: 1,
+            mode: 0,
+            d0: 1,
+            d1: 1,
+            d2: 1,
+            count,
+            inv_tau: 1.0,
+            threshold: 0.0,
+            alpha,
+            _p: 0.0,
+        },
     )
 }

@@ -6,7 +6,7 @@
 //! nothing is stored for the backward (it regenerates the mask), and the CPU twin reproduces
 //! the mask bit for bit. Callers draw a fresh seed per call to get fresh masks.
 
-use super::{launch, u32_of};
+use super::{launch_pieces, u32_of, Part};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::Shader;
@@ -21,7 +21,8 @@ struct DoParams {
     thr: u32,
     k0: u32,
     k1: u32,
-    _pad0: u32,
+    /// The global index of this launch's element 0 (a piece of a split launch).
+    base: u32,
     scale: f32,
     _pad1: f32,
 }
@@ -78,24 +79,28 @@ fn check_p(op: &str, p: f32) -> Result<()> {
 /// Apply the mask of (p, seed) with units of `s` consecutive elements. Off the tape.
 fn apply(op: &str, x: &Tensor, p: f32, seed: u64, s: usize) -> Result<Tensor> {
     let (k0, k1) = dropout_keys(seed);
-    let params = DoParams {
-        total: u32_of(op, x.numel())?,
-        s: u32_of(op, s.max(1))?,
-        thr: dropout_threshold(p),
-        k0,
-        k1,
-        _pad0: 0,
-        scale: dropout_scale(p),
-        _pad1: 0.0,
-    };
+    let (thr, scale, s) = (
+        dropout_threshold(p),
+        dropout_scale(p),
+        u32_of(op, s.max(1))?,
+    );
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32, op)?;
-    launch(
+    launch_pieces(
         x.gpu(),
         Shader::Dropout,
         "dropout_fwd",
-        &params,
-        &[x.buffer(), y.buffer()],
+        &[Part::Elems(x.buffer()), Part::Elems(y.buffer())],
         x.numel(),
+        |base, total| DoParams {
+            total,
+            s,
+            thr,
+            k0,
+            k1,
+            base,
+            scale,
+            _pad1: 0.0,
+        },
     )?;
     Ok(y)
 }

@@ -1,7 +1,11 @@
 //! Element-wise ops: add, sub, mul, scale/affine, axpy, channel bias, relu, leaky relu,
 //! sigmoid, fill. Shader: `shaders/elementwise.wgsl`.
+//!
+//! Every op here but the batch ranges (`narrow_batch`) works in pieces
+//! (`ops::launch_pieces`): a tensor over the device's storage-binding limit is processed a
+//! binding-sized range at a time, with the same bits.
 
-use super::{launch, u32_of};
+use super::{launch, launch_pieces, u32_of, Part};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::Shader;
@@ -14,22 +18,44 @@ pub(crate) struct EwParams {
     pub n: u32,
     pub c: u32,
     pub inner: u32,
-    pub _pad: u32,
+    /// The global index of this launch's element 0 (a piece of a split launch).
+    pub base: u32,
     pub alpha: f32,
     pub beta: f32,
     pub _pad2: [f32; 2],
 }
 
-fn ew(n: usize, alpha: f32, beta: f32) -> Result<EwParams> {
-    Ok(EwParams {
-        n: u32_of("elementwise", n)?,
+/// Parameters of the plain element-wise kernels for the piece `base..base + len`.
+fn ew(alpha: f32, beta: f32) -> impl Fn(u32, u32) -> EwParams {
+    move |base, n| EwParams {
+        n,
         c: 1,
         inner: 1,
-        _pad: 0,
+        base,
         alpha,
         beta,
         _pad2: [0.0; 2],
-    })
+    }
+}
+
+/// Launch the element-wise kernel `entry` over every element of the same-shaped `bufs`, in
+/// pieces where a buffer exceeds the binding limit.
+fn ew_launch(
+    t: &Tensor,
+    entry: &'static str,
+    bufs: &[&Tensor],
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    let parts: Vec<Part> = bufs.iter().map(|b| Part::Elems(b.buffer())).collect();
+    launch_pieces(
+        t.gpu(),
+        Shader::Elementwise,
+        entry,
+        &parts,
+        t.numel(),
+        ew(alpha, beta),
+    )
 }
 
 fn same(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -49,28 +75,14 @@ fn out_like(t: &Tensor, op: &str) -> Result<Tensor> {
 
 /// Fill `t` with `v`, in place.
 pub fn fill_(t: &Tensor, v: f32) -> Result<()> {
-    launch(
-        t.gpu(),
-        Shader::Elementwise,
-        "fill",
-        &ew(t.numel(), v, 0.0)?,
-        &[t.buffer()],
-        t.numel(),
-    )
+    ew_launch(t, "fill", &[t], v, 0.0)
 }
 
 /// `alpha * a + beta * b` (same shapes).
 pub fn lincomb(a: &Tensor, alpha: f32, b: &Tensor, beta: f32) -> Result<Tensor> {
     same("lincomb", a, b)?;
     let out = out_like(a, "lincomb")?;
-    launch(
-        a.gpu(),
-        Shader::Elementwise,
-        "lincomb_fwd",
-        &ew(a.numel(), alpha, beta)?,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        a.numel(),
-    )?;
+    ew_launch(a, "lincomb_fwd", &[a, b, &out], alpha, beta)?;
     Ok(record("lincomb", out, &[a, b], move |g, need| {
         Ok(vec![
             if need[0] {
@@ -100,14 +112,7 @@ pub fn axpy(a: &Tensor, s: f32, b: &Tensor) -> Result<Tensor> {
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same("mul", a, b)?;
     let out = out_like(a, "mul")?;
-    launch(
-        a.gpu(),
-        Shader::Elementwise,
-        "mul_fwd",
-        &ew(a.numel(), 0.0, 0.0)?,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        a.numel(),
-    )?;
+    ew_launch(a, "mul_fwd", &[a, b, &out], 0.0, 0.0)?;
     let (sa, sb) = (a.detach(), b.detach());
     Ok(record("mul", out, &[a, b], move |g, need| {
         Ok(vec![
@@ -121,14 +126,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn affine(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     x.expect_dtype("affine", DType::F32)?;
     let out = out_like(x, "affine")?;
-    launch(
-        x.gpu(),
-        Shader::Elementwise,
-        "affine_fwd",
-        &ew(x.numel(), alpha, beta)?,
-        &[x.buffer(), out.buffer()],
-        x.numel(),
-    )?;
+    ew_launch(x, "affine_fwd", &[x, &out], alpha, beta)?;
     Ok(record("affine", out, &[x], move |g, _| {
         Ok(vec![Some(scale(g, alpha)?)])
     }))
@@ -148,14 +146,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     x.expect_dtype("leaky_relu", DType::F32)?;
     let out = out_like(x, "leaky_relu")?;
-    launch(
-        x.gpu(),
-        Shader::Elementwise,
-        "leaky_relu_fwd",
-        &ew(x.numel(), slope, 0.0)?,
-        &[x.buffer(), out.buffer()],
-        x.numel(),
-    )?;
+    ew_launch(x, "leaky_relu_fwd", &[x, &out], slope, 0.0)?;
     let sx = x.detach();
     Ok(record("leaky_relu", out, &[x], move |g, _| {
         Ok(vec![Some(leaky_relu_bwd_input(&sx, g, slope)?)])
@@ -166,14 +157,7 @@ pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
 pub fn leaky_relu_bwd_input(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor> {
     same("leaky_relu_bwd_input", x, g)?;
     let gx = out_like(x, "leaky_relu_bwd_input")?;
-    launch(
-        x.gpu(),
-        Shader::Elementwise,
-        "leaky_relu_bwd_input",
-        &ew(x.numel(), slope, 0.0)?,
-        &[x.buffer(), g.buffer(), gx.buffer()],
-        x.numel(),
-    )?;
+    ew_launch(x, "leaky_relu_bwd_input", &[x, g, &gx], slope, 0.0)?;
     Ok(gx)
 }
 
@@ -181,14 +165,7 @@ pub fn leaky_relu_bwd_input(x: &Tensor, g: &Tensor, slope: f32) -> Result<Tensor
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("sigmoid", DType::F32)?;
     let out = out_like(x, "sigmoid")?;
-    launch(
-        x.gpu(),
-        Shader::Elementwise,
-        "sigmoid_fwd",
-        &ew(x.numel(), 0.0, 0.0)?,
-        &[x.buffer(), out.buffer()],
-        x.numel(),
-    )?;
+    ew_launch(x, "sigmoid_fwd", &[x, &out], 0.0, 0.0)?;
     let sy = out.detach();
     Ok(record("sigmoid", out, &[x], move |g, _| {
         Ok(vec![Some(sigmoid_bwd_input(&sy, g)?)])
@@ -199,14 +176,7 @@ pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
 pub fn sigmoid_bwd_input(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     same("sigmoid_bwd_input", y, g)?;
     let gx = out_like(y, "sigmoid_bwd_input")?;
-    launch(
-        y.gpu(),
-        Shader::Elementwise,
-        "sigmoid_bwd_input",
-        &ew(y.numel(), 0.0, 0.0)?,
-        &[y.buffer(), g.buffer(), gx.buffer()],
-        y.numel(),
-    )?;
+    ew_launch(y, "sigmoid_bwd_input", &[y, g, &gx], 0.0, 0.0)?;
     Ok(gx)
 }
 
@@ -223,22 +193,26 @@ pub fn bias_add(x: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
     }
     let inner: usize = sh[axis + 1..].iter().product();
     let out = out_like(x, op)?;
-    let p = EwParams {
-        n: u32_of(op, x.numel())?,
-        c: sh[axis] as u32,
-        inner: u32_of(op, inner)?,
-        _pad: 0,
-        alpha: 0.0,
-        beta: 0.0,
-        _pad2: [0.0; 2],
-    };
-    launch(
+    let (c, inner) = (u32_of(op, sh[axis])?, u32_of(op, inner)?);
+    launch_pieces(
         x.gpu(),
         Shader::Elementwise,
         "bias_fwd",
-        &p,
-        &[x.buffer(), b.buffer(), out.buffer()],
+        &[
+            Part::Elems(x.buffer()),
+            Part::Whole(b.buffer()),
+            Part::Elems(out.buffer()),
+        ],
         x.numel(),
+        |base, n| EwParams {
+            n,
+            c,
+            inner,
+            base,
+            alpha: 0.0,
+            beta: 0.0,
+            _pad2: [0.0; 2],
+        },
     )?;
     Ok(record(op, out, &[x, b], move |g, need| {
         let gb = if need[1] {
@@ -277,7 +251,7 @@ pub fn narrow_batch(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         n: u32_of(op, len * per)?,
         c: u32_of(op, start * per)?,
         inner: 1,
-        _pad: 0,
+        base: 0,
         alpha: 0.0,
         beta: 0.0,
         _pad2: [0.0; 2],
@@ -308,14 +282,7 @@ pub fn narrow_batch(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
 pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same("div", a, b)?;
     let out = out_like(a, "div")?;
-    launch(
-        a.gpu(),
-        Shader::Elementwise,
-        "div_fwd",
-        &ew(a.numel(), 0.0, 0.0)?,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        a.numel(),
-    )?;
+    ew_launch(a, "div_fwd", &[a, b, &out], 0.0, 0.0)?;
     let (sb, sq) = (b.detach(), out.detach());
     Ok(record("div", out, &[a, b], move |g, need| {
         // d/da = g / b; d/db = -g · (a / b) / b
@@ -358,22 +325,21 @@ pub fn uniform(
     seed: u64,
 ) -> Result<Tensor> {
     let t = Tensor::empty(gpu, shape, DType::F32, "uniform")?;
-    let p = EwParams {
-        n: u32_of("uniform", t.numel())?,
-        c: seed as u32,
-        inner: (seed >> 32) as u32,
-        _pad: 0,
-        alpha: 0.0,
-        beta: 0.0,
-        _pad2: [0.0; 2],
-    };
-    launch(
+    launch_pieces(
         gpu,
         Shader::Elementwise,
         "uniform_fill",
-        &p,
-        &[t.buffer()],
+        &[Part::Elems(t.buffer())],
         t.numel(),
+        |base, n| EwParams {
+            n,
+            c: seed as u32,
+            inner: (seed >> 32) as u32,
+            base,
+            alpha: 0.0,
+            beta: 0.0,
+            _pad2: [0.0; 2],
+        },
     )?;
     Ok(t)
 }

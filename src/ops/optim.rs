@@ -1,7 +1,7 @@
 //! Optimiser steps, in place on the parameter and state buffers (not on the tape).
 //! Shader: `shaders/optim.wgsl`.
 
-use super::{launch, u32_of};
+use super::{launch_pieces, Part};
 use crate::error::{Error, Result};
 use crate::gpu::Shader;
 use crate::tensor::{DType, Tensor};
@@ -25,6 +25,7 @@ struct SgdParams {
 /// `w -= lr * buf`. `w`, `g` and `momentum_buf` have one shape; `w` and `momentum_buf` are
 /// overwritten (ordered with the recorded ops); `momentum_buf` need not be initialised
 /// before the first step. With momentum 0 this is plain SGD (the buffer holds g').
+/// Works in pieces on tensors over the storage-binding limit.
 pub fn sgd_step(
     w: &Tensor,
     g: &Tensor,
@@ -60,22 +61,26 @@ pub fn sgd_step(
     if !(lr.is_finite() && momentum.is_finite() && weight_decay.is_finite()) {
         return Err(Error::op(op, format!("non-finite hyper-parameter: lr {lr}, momentum {momentum}, weight decay {weight_decay}")));
     }
-    let p = SgdParams {
-        n: u32_of(op, w.numel())?,
-        first: first_step as u32,
-        _pad0: 0,
-        _pad1: 0,
-        lr,
-        momentum,
-        wd: weight_decay,
-        _pad2: 0.0,
-    };
-    launch(
+    let first = first_step as u32;
+    launch_pieces(
         w.gpu(),
         Shader::Optim,
         "sgd_step",
-        &p,
-        &[w.buffer(), g.buffer(), momentum_buf.buffer()],
+        &[
+            Part::Elems(w.buffer()),
+            Part::Elems(g.buffer()),
+            Part::Elems(momentum_buf.buffer()),
+        ],
         w.numel(),
+        |_, n| SgdParams {
+            n,
+            first,
+            _pad0: 0,
+            _pad1: 0,
+            lr,
+            momentum,
+            wd: weight_decay,
+            _pad2: 0.0,
+        },
     )
 }
