@@ -1065,3 +1065,61 @@ fn cli_train_sizes_checked_before_writing() {
     );
     assert!(!out.exists(), "the run folder was created");
 }
+
+/// A run folder inside the data folder (or the data folder itself) is refused before anything
+/// is written: its checkpoints and NIfTI predictions would sit among the scans.
+#[test]
+fn cli_out_inside_the_data_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_acdc(&data, 4);
+    let before = |d: &Path| {
+        let mut v: Vec<_> = walk(d);
+        v.sort();
+        v
+    };
+    let listing = before(&data);
+    for out in [data.clone(), data.join("train").join("run")] {
+        let (ok, _, stderr) = ssnet(&[
+            "train",
+            "--preset",
+            "acdc",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-iterations",
+            "1",
+            "--patch",
+            "16,16",
+            "--batch-size",
+            "2",
+            "--labeled-bs",
+            "1",
+        ]);
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.trim().lines().count() == 1 && stderr.contains("inside the data folder"),
+            "{stderr}"
+        );
+        assert_eq!(
+            before(&data),
+            listing,
+            "nothing written into the data folder"
+        );
+    }
+}
+
+/// Every file below `d`.
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

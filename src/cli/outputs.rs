@@ -76,6 +76,61 @@ pub fn shared_folder_note(plan: &Plan) -> Option<String> {
     })
 }
 
+/// `path` made absolute and free of `.`/`..` and links as far as it exists (the rest of it
+/// appended as written): how a folder that is not created yet is compared with one that is.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `..` folded lexically first (the part that does not exist yet cannot be resolved).
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    let abs = lexical;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// One line when an output folder is a dataset folder or lies inside one: a run's checkpoints,
+/// logs and NIfTI predictions there would sit among the scans, and the next listing of that
+/// dataset could read them as scans. `outputs` are (folder, the flag that chose it).
+pub fn refuse_outputs_inside(data: &Path, outputs: &[(&Path, &str)]) -> Result<()> {
+    let root = resolved(data);
+    for (dir, flag) in outputs {
+        if resolved(dir).starts_with(&root) {
+            return Err(Error::file(
+                dir,
+                format!(
+                    "is inside the data folder {}: choose a {flag} outside it (a run writes checkpoints and NIfTI predictions that the next read of the dataset would take for scans)",
+                    data.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every file below `root` (the inputs of a dataset folder), to `depth` levels.
 pub fn files_below(root: &Path, depth: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -98,6 +153,23 @@ pub fn files_below(root: &Path, depth: usize) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_inside_the_data_folder_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("ds");
+        std::fs::create_dir_all(data.join("images")).unwrap();
+        let inside = data.join("images").join("run");
+        let spelled = d.path().join("x").join("..").join("ds");
+        for o in [&data, &inside, &spelled] {
+            let e = refuse_outputs_inside(&data, &[(o.as_path(), "--out")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("inside the data folder"), "{e}");
+        }
+        let beside = d.path().join("ds_run");
+        refuse_outputs_inside(&data, &[(beside.as_path(), "--out")]).unwrap();
+    }
 
     #[test]
     fn an_output_that_is_an_input_is_refused_through_links() {

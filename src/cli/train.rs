@@ -342,6 +342,14 @@ pub(crate) fn open_gpu(device: Option<&str>, tune: bool) -> Result<Arc<Gpu>> {
 /// validation) against what it reads (the config file, every file of the dataset folder).
 pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Result<()> {
     let (ck, lg) = (cfg.checkpoint_dir(), cfg.log_dir());
+    crate::cli::outputs::refuse_outputs_inside(
+        &cfg.data,
+        &[
+            (cfg.out.as_path(), "--out"),
+            (ck.as_path(), "--checkpoint-dir"),
+            (lg.as_path(), "--log-dir"),
+        ],
+    )?;
     let mut inputs = files_below(&cfg.data, 3);
     inputs.extend(config_file.map(Path::to_path_buf));
     let mut writes = vec![
