@@ -795,4 +795,26 @@ fn cli_eval_never_writes_over_an_input_and_warns_on_affines() {
         "{err}"
     );
     assert!(!err.contains("patient001_frame02"), "{err}");
+
+    // The default CSV goes into the prediction folder, beside the inputs (said in a note), and
+    // a second evaluation of the same folders writes it again: it is an output, not an input.
+    for _ in 0..2 {
+        let out = ssnet(&[
+            "eval".as_ref(),
+            "--pred".as_ref(),
+            pred.as_os_str(),
+            "--gt".as_ref(),
+            gt.as_os_str(),
+        ]);
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{se}");
+        assert!(
+            so.contains("note: writing into") && so.contains("metrics.csv"),
+            "{so}"
+        );
+    }
+    assert!(pred.join("metrics.csv").is_file());
 }

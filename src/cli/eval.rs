@@ -120,16 +120,20 @@ pub fn run(a: EvalArgs, device: Option<&str>) -> Result<()> {
         .csv
         .clone()
         .unwrap_or_else(|| pred_dir.join("metrics.csv"));
-    let mut inputs = crate::cli::outputs::files_below(&gt_dir, 0);
-    inputs.extend(crate::cli::outputs::files_below(&pred_dir, 0));
+    let mut inputs = crate::cli::outputs::volumes_below(&gt_dir, 0);
+    inputs.extend(crate::cli::outputs::volumes_below(&pred_dir, 0));
     inputs.extend(a.list.clone());
-    crate::cli::outputs::refuse_overwriting_inputs(&crate::cli::outputs::Plan {
+    let plan = crate::cli::outputs::Plan {
         inputs,
         writes: vec![csv.clone()],
         write_dirs: vec![],
         flag: "--csv",
-    })?;
+    };
+    crate::cli::outputs::refuse_overwriting_inputs(&plan)?;
     let report = evaluate_folders(&pred_dir, &gt_dir, &a)?;
+    if let Some(note) = crate::cli::outputs::shared_folder_note(&plan) {
+        println!("{note}");
+    }
     print!("{}", report.table());
     std::fs::write(&csv, report.csv())
         .map_err(|e| Error::file(&csv, format!("cannot write CSV: {e}")))?;

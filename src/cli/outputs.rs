@@ -131,6 +131,22 @@ pub fn refuse_outputs_inside(data: &Path, outputs: &[(&Path, &str)]) -> Result<(
     Ok(())
 }
 
+/// The volume files (`.nii`, `.nii.gz`, `.h5`) below `root`, to `depth` levels: what a
+/// command that reads a folder of volumes actually reads (a `metrics.csv` an earlier run left
+/// there is not an input).
+pub fn volumes_below(root: &Path, depth: usize) -> Vec<PathBuf> {
+    files_below(root, depth)
+        .into_iter()
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            n.ends_with(".nii") || n.ends_with(".nii.gz") || n.ends_with(".h5")
+        })
+        .collect()
+}
+
 /// Every file below `root` (the inputs of a dataset folder), to `depth` levels.
 pub fn files_below(root: &Path, depth: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
