@@ -27,27 +27,27 @@ struct AdmtParams {
 }
 
 impl AdmtParams {
+    /// `n` samples of `c` channels over `s` voxels; every other field at its neutral value.
+    fn new(op: &str, n: usize, c: usize, s: usize) -> Result<AdmtParams> {
+        Ok(AdmtParams {
+            n: u32_of(op, n)?,
+            c: u32_of(op, c)?,
+            s: u32_of(op, s)?,
+            mode: 0,
+            d0: 1,
+            d1: 1,
+            d2: 1,
+            count: 0,
+            inv_tau: 1.0,
+            threshold: 0.0,
+            alpha: 0.0,
+            _p: 0.0,
+        })
+    }
+
     fn ncs(op: &str, x: &Tensor) -> Result<(usize, usize, usize, AdmtParams)> {
         let (n, c, s) = super::softmax::ncs(op, x)?;
-        Ok((
-            n,
-            c,
-            s,
-            AdmtParams {
-                n: u32_of(op, n)?,
-                c: u32_of(op, c)?,
-                s: u32_of(op, s)?,
-                mode: 0,
-                d0: 1,
-                d1: 1,
-                d2: 1,
-                count: 0,
-                inv_tau: 1.0,
-                threshold: 0.0,
-                alpha: 0.0,
-                _p: 0.0,
-            },
-        ))
+        Ok((n, c, s, AdmtParams::new(op, n, c, s)?))
     }
 }
 
@@ -158,18 +158,8 @@ pub fn compromise_targets(
     }
     let m = maps.label.numel();
     let prm = AdmtParams {
-        n: 1,
-        c: 1,
-        s: u32_of(op, m)?,
-        mode: 0,
-        d0: 1,
-        d1: 1,
-        d2: 1,
-        count: 0,
-        inv_tau: 1.0,
         threshold,
-        alpha: 0.0,
-        _p: 0.0,
+        ..AdmtParams::new(op, 1, 1, m)?
     };
     let gpu = maps.label.gpu();
     let target = Tensor::empty(gpu, maps.label.shape(), DType::U32, op)?;
@@ -241,18 +231,10 @@ pub fn cutmix(x: &Tensor, boxes: &Tensor, spatial: usize) -> Result<Tensor> {
         _ => unreachable!("2 or 3 spatial axes checked above"),
     };
     let prm = AdmtParams {
-        n: u32_of(op, n)?,
-        c: u32_of(op, c)?,
-        s: u32_of(op, s)?,
-        mode: 0,
         d0: u32_of(op, d0)?,
         d1: u32_of(op, d1)?,
         d2: u32_of(op, d2)?,
-        count: 0,
-        inv_tau: 1.0,
-        threshold: 0.0,
-        alpha: 0.0,
-        _p: 0.0,
+        ..AdmtParams::new(op, n, c, s)?
     };
     let entry = match x.dtype() {
         DType::F32 => "cutmix_f32",
@@ -286,6 +268,7 @@ pub fn ema_into(teacher: &Tensor, student: &Tensor, alpha: f32) -> Result<()> {
             ),
         ));
     }
+    let base = AdmtParams::new(op, 1, 1, 1)?;
     launch_pieces(
         teacher.gpu(),
         Shader::Admt,
@@ -293,18 +276,9 @@ pub fn ema_into(teacher: &Tensor, student: &Tensor, alpha: f32) -> Result<()> {
         &[Part::Elems(teacher.buffer()), Part::Elems(student.buffer())],
         teacher.numel(),
         |_, count| AdmtParams {
-            n: 1,
-            c: 1,
-            s: 1,
-            mode: 0,
-            d0: 1,
-            d1: 1,
-            d2: 1,
             count,
-            inv_tau: 1.0,
-            threshold: 0.0,
             alpha,
-            _p: 0.0,
+            ..base
         },
     )
 }
