@@ -1,7 +1,9 @@
-//! `ssnet train`: train SS-Net from a preset, a TOML config and overrides, or resume a run.
+//! `ssnet train`: train SS-Net (or AD-MT, `--method admt`) from a preset, a TOML config and
+//! overrides, or resume a run.
 //!
 //! ```text
 //! ssnet train --preset sample                                  # the bundled demo
+//! ssnet train --method admt --preset la --data /path/to/LA     # AD-MT (ECCV 2024)
 //! ssnet train --preset la   --data /path/to/LA   [--out runs/la]
 //! ssnet train --preset acdc --data /path/to/ACDC --labelnum 7
 //! ssnet train --config my.toml --max-iterations 2000 --lr 0.005

@@ -1,5 +1,18 @@
-//! The training loop: batches from the two-stream sampler, the SS-Net step, a JSONL log,
-//! validation, `best` / `last` checkpoints and exact resume.
+//! The training loop: batches from the two-stream sampler, the method's step (SS-Net's, or
+//! AD-MT's: [`Learner`]), a JSONL log, validation, `best` / `last` checkpoints and exact
+//! resume.
+//!
+//! # AD-MT (`method = "admt"`)
+//! The same sampler, augmentation, validation, logs and sidecars. Each batch (labelled first)
+//! is split into the labelled crops and the weak unlabelled crops; while teacher 1 is updated
+//! the strong views are drawn from the augmentation stream on the CPU
+//! ([`crate::admt::strong`]). AD-MT's own RNG (saved in its state) drives its draws; the
+//! step stream is still drawn once per iteration. The student is validated and saved as
+//! `best.safetensors` (variant `admt`); `last.safetensors` is the AD-MT resume file
+//! ([`crate::admt::resume`]: `student.`, `teacher1.`, `teacher2.`, `momentum.` tensors and
+//! its state) with the run's `ssnet.train.*` metadata beside it. The poly LR follows
+//! `max_iterations`, so an interrupted run equals the straight run only when both have the
+//! same `max_iterations` ([`Run::train_until`]); raising it on resume changes the schedule.
 //!
 //! # Randomness
 //! Four seeded streams, all derived from `seed`: the weights ([`Model::init`]), the sampler,
