@@ -4,8 +4,10 @@
 mod common;
 use common::*;
 
+use ssnet::metrics;
 use ssnet::nn::{checkpoint, Model, Variant};
 use ssnet::train::config::{Method, Preset, TrainConfig};
+use ssnet::train::data::test_cases;
 use ssnet::train::run::{Run, BEST, LAST};
 use std::path::Path;
 use std::process::Command;
@@ -79,6 +81,8 @@ fn cli_admt_sample_trains_validates_and_its_checkpoint_predicts() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let o = out.to_str().unwrap();
+    // The sample preset as it is (UNet, 32×32, batch 2+2, 40 iterations, validation every
+    // 20, then the test cases predicted and evaluated): about 30 s on lavapipe.
     let (ok, stdout, stderr) = ssnet(&[
         "train",
         "--method",
@@ -86,9 +90,7 @@ fn cli_admt_sample_trains_validates_and_its_checkpoint_predicts() {
         "--preset",
         "sample",
         "--max-iterations",
-        "4",
-        "--val-interval",
-        "2",
+        "40",
         "--out",
         o,
     ]);
@@ -100,7 +102,7 @@ fn cli_admt_sample_trains_validates_and_its_checkpoint_predicts() {
     assert!(out.join("predictions").join("metrics.csv").is_file());
     // The log: one line per iteration, AD-MT's terms.
     let log = jsonl(&out.join("train.jsonl"));
-    assert_eq!(log.len(), 4);
+    assert_eq!(log.len(), 40);
     for (i, l) in log.iter().enumerate() {
         assert_eq!(l["iter"], i as u64 + 1);
         for k in [
@@ -119,7 +121,7 @@ fn cli_admt_sample_trains_validates_and_its_checkpoint_predicts() {
     // the student, heads-free variant, loadable by predict / eval.
     let last = checkpoint::read(&out.join(LAST)).unwrap();
     assert!(last.metadata.contains_key("admt.state"));
-    assert!(last.metadata["ssnet.train.state"].contains("\"iter\":4"));
+    assert!(last.metadata["ssnet.train.state"].contains("\"iter\":40"));
     assert!(last.tensors.keys().any(|k| k.starts_with("teacher2.")));
     let best = out.join(BEST);
     if best.is_file() {
@@ -140,10 +142,19 @@ fn cli_admt_sample_trains_validates_and_its_checkpoint_predicts() {
         assert!(ok, "{stdout}\n{stderr}");
         assert!(pred.join("patient011_frame01.nii.gz").is_file());
     }
+    beats_chance(&out);
     // Resume continues the AD-MT run.
-    let (ok, stdout, stderr) = ssnet(&["train", "--resume", o, "--max-iterations", "5"]);
+    let (ok, stdout, stderr) = ssnet(&[
+        "train",
+        "--resume",
+        o,
+        "--max-iterations",
+        "41",
+        "--final-eval",
+        "false",
+    ]);
     assert!(ok, "{stdout}\n{stderr}");
-    assert_eq!(jsonl(&out.join("train.jsonl")).len(), 5);
+    assert_eq!(jsonl(&out.join("train.jsonl")).len(), 41);
     // The method cannot change on resume.
     let (ok, _, stderr) = ssnet(&["train", "--resume", o, "--method", "ssnet"]);
     assert!(!ok && stderr.contains("method"), "{stderr}");
@@ -185,6 +196,43 @@ fn toml_method_key_and_unknown_method() {
     assert!(
         !ok && stderr.trim().lines().count() == 1 && stderr.contains("method"),
         "{stderr}"
+    );
+}
+
+/// The trained student's mean test Dice (`predictions/metrics.csv` of the final evaluation)
+/// against trivial predictions of the same cases: all background (Dice 0 for every class),
+/// and the best constant label map (every voxel one class: Dice 2|G|/(|G|+N) for that class,
+/// 0 for the others).
+fn beats_chance(out: &Path) {
+    let csv = std::fs::read_to_string(out.join("predictions").join("metrics.csv")).unwrap();
+    let mean: f64 = csv
+        .lines()
+        .find(|l| l.starts_with("mean,all,"))
+        .and_then(|l| l.split(',').nth(2))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cases = test_cases(&TrainConfig::preset(Preset::Sample)).unwrap();
+    let classes = 3u8;
+    let mut background = 0.0;
+    let mut constant = vec![0.0; classes as usize];
+    for case in &cases {
+        let n = case.label.len();
+        for c in 1..=classes {
+            let g = metrics::class_mask(&case.label, c);
+            background += metrics::dice(&vec![false; n], &g).unwrap();
+            constant[c as usize - 1] += metrics::dice(&vec![true; n], &g).unwrap();
+        }
+    }
+    let per = (cases.len() * classes as usize) as f64;
+    let background = background / per;
+    let best_constant = constant.iter().cloned().fold(0.0, f64::max) / per;
+    eprintln!(
+        "AD-MT sample: test mean Dice {mean:.4}; all background {background:.4}; best constant map {best_constant:.4}"
+    );
+    assert!(
+        mean > background + 0.1 && mean > best_constant,
+        "test mean Dice {mean} does not beat chance (all background {background}, best constant map {best_constant})"
     );
 }
 
