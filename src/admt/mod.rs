@@ -21,8 +21,10 @@
 //! - the float64 twins of the per-voxel maths (fusion, compromise, masked losses) are in
 //!   [`crate::reference::admt`].
 //!
-//! Not here yet: the training loop's `--method admt` and the golden fixtures of the official
-//! code (issue 13).
+//! The training loop runs it as `ssnet train --method admt` ([`crate::train::run::Learner`]:
+//! the shared sampler's batches split into labelled and weak crops, the strong views drawn
+//! here on the CPU, the student validated and kept as `best`, this trainer's resume file as
+//! `last`). Not here yet: the golden fixtures of the official code (issue 13).
 
 pub mod cutmix;
 pub mod resume;

@@ -52,6 +52,12 @@ impl AdmtTrainer {
 
     /// Write the whole trainer to `path` (see the module documentation).
     pub fn save_resume(&self, path: &Path) -> Result<()> {
+        self.save_resume_with(path, &HashMap::new())
+    }
+
+    /// [`AdmtTrainer::save_resume`] with more metadata beside the trainer's (the training
+    /// loop's run state and configuration).
+    pub fn save_resume_with(&self, path: &Path, extra: &HashMap<String, String>) -> Result<()> {
         let mut tensors = BTreeMap::new();
         for (prefix, m) in MODELS
             .iter()
@@ -70,7 +76,8 @@ impl AdmtTrainer {
         }
         let json = serde_json::to_string(&self.resume_state())
             .map_err(|e| Error::file(path, format!("cannot encode the AD-MT state: {e}")))?;
-        let meta = HashMap::from([
+        let mut meta = extra.clone();
+        meta.extend([
             (META_ADMT.to_string(), json),
             (
                 META_MODEL.to_string(),
@@ -86,7 +93,15 @@ impl AdmtTrainer {
 
     /// A trainer exactly as [`AdmtTrainer::save_resume`] left it.
     pub fn load_resume(gpu: &Arc<Gpu>, path: &Path) -> Result<AdmtTrainer> {
-        let c = checkpoint::read(path)?;
+        Self::from_contents(gpu, path, checkpoint::read(path)?)
+    }
+
+    /// [`AdmtTrainer::load_resume`] from a file already read (`path` names it in errors).
+    pub fn from_contents(
+        gpu: &Arc<Gpu>,
+        path: &Path,
+        c: checkpoint::Contents,
+    ) -> Result<AdmtTrainer> {
         let json = c.metadata.get(META_ADMT).ok_or_else(|| {
             Error::file(
                 path,

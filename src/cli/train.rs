@@ -1,7 +1,9 @@
-//! `ssnet train`: train SS-Net from a preset, a TOML config and overrides, or resume a run.
+//! `ssnet train`: train SS-Net (or AD-MT, `--method admt`) from a preset, a TOML config and
+//! overrides, or resume a run.
 //!
 //! ```text
 //! ssnet train --preset sample                                  # the bundled demo
+//! ssnet train --method admt --preset la --data /path/to/LA     # AD-MT (ECCV 2024)
 //! ssnet train --preset la   --data /path/to/LA   [--out runs/la]
 //! ssnet train --preset acdc --data /path/to/ACDC --labelnum 7
 //! ssnet train --config my.toml --max-iterations 2000 --lr 0.005
@@ -37,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{class_mask, evaluate, largest_component, CONN_26};
 use crate::nn::Model;
-use crate::train::config::{DatasetKind, Preset, TrainConfig};
+use crate::train::config::{DatasetKind, Method, Preset, TrainConfig};
 use crate::train::data::test_cases;
 use crate::train::run::{
     last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, BEST_SIDECAR, LAST,
@@ -66,6 +68,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub tune: bool,
 
+    /// Method: ssnet (SS-Net, the default) or admt (AD-MT: a student and two alternating
+    /// EMA teachers; best.safetensors holds the student).
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
     /// Dataset layout and network: la (VNet, 3D) or acdc (UNet, 2D slices).
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetKind>,
@@ -190,6 +196,9 @@ impl TrainArgs {
                     .collect(),
             ))
         };
+        if let Some(v) = &self.method {
+            put("method", V::String(v.clone()));
+        }
         if let Some(v) = self.dataset {
             put("dataset", V::String(v.name().into()));
         }
@@ -396,7 +405,7 @@ pub fn run(a: TrainArgs, device: Option<&str>) -> Result<()> {
             Run::new(&open_gpu(device, a.tune)?, cfg)?
         }
     };
-    let gpu = run.trainer.model.gpu.clone();
+    let gpu = run.learner.model().gpu.clone();
     let summary = run.train()?;
     print_summary(&run.cfg, &summary);
     if run.cfg.final_eval {
@@ -414,6 +423,12 @@ pub(crate) fn print_summary(cfg: &TrainConfig, s: &Summary) {
         println!(
             "last step: loss {:.4}, dice {:.4}, ce {:.4}, lds {:.4}, cl_l {:.4}, cl_u {:.4}, lr {}",
             l.loss, l.loss_dice, l.loss_ce, l.loss_lds, l.loss_cl_l, l.loss_cl_u, l.lr
+        );
+    }
+    if let Some(l) = &s.last_admt_losses {
+        println!(
+            "last step (AD-MT): loss {:.4}, sup {:.4} (ce {:.4}, dice {:.4}), unsup {:.4} x {:.4}, lr {}",
+            l.loss, l.loss_sup, l.loss_ce, l.loss_dice, l.loss_unsup, l.unsup_weight, l.lr
         );
     }
     match s.best {
@@ -437,7 +452,13 @@ pub fn final_eval(gpu: &Arc<Gpu>, cfg: &TrainConfig) -> Result<Report> {
     } else {
         cfg.checkpoint_dir().join(LAST)
     };
-    let model = Model::load(gpu, &ckpt)?;
+    let model = match cfg.method {
+        // AD-MT's last.safetensors is its resume file: the student is evaluated.
+        Method::Admt if ckpt.file_name() == Some(LAST.as_ref()) => {
+            crate::admt::AdmtTrainer::load_resume(gpu, &ckpt)?.student
+        }
+        _ => Model::load(gpu, &ckpt)?,
+    };
     let cases = test_cases(cfg)?;
     let dir = cfg.out.join("predictions");
     std::fs::create_dir_all(&dir)

@@ -58,6 +58,35 @@ impl DatasetKind {
     }
 }
 
+/// The semi-supervised method of a run: its networks, step and state; the data, sampler,
+/// augmentation, loop, validation, checkpoints and logs are shared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// SS-Net (Wu et al., MICCAI 2022): one network, the LDS (VAT) and prototype terms.
+    #[default]
+    Ssnet,
+    /// AD-MT (Zhao et al., ECCV 2024): a student and two alternately EMA-updated teachers
+    /// ([`crate::admt`]); the settings of `AdmtConfig::la()` / `acdc()` with the run's
+    /// learning rate, momentum, weight decay, dropout and iterations, and its poly LR
+    /// (`lr_step`, `lr_gamma`, `consistency*`, `vat_*` and `memory_*` do not apply).
+    Admt,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ssnet => "ssnet",
+            Method::Admt => "admt",
+        }
+    }
+    /// SS-Net is the default and is not written out, so that SS-Net configurations and
+    /// checkpoints keep the bytes they had before methods existed.
+    pub fn is_ssnet(&self) -> bool {
+        *self == Method::Ssnet
+    }
+}
+
 /// The presets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +117,9 @@ impl Preset {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// `ssnet` (the default) or `admt`.
+    #[serde(default, skip_serializing_if = "Method::is_ssnet")]
+    pub method: Method,
     /// `la` (VNet, 3D) or `acdc` (UNet, 2D slices).
     pub dataset: DatasetKind,
     /// Dataset root (LA: holds `train.list`, `test.list`, `2018LA_Seg_Training Set/`; ACDC:
@@ -171,6 +203,7 @@ impl TrainConfig {
     pub fn preset(p: Preset) -> TrainConfig {
         match p {
             Preset::La => TrainConfig {
+                method: Method::Ssnet,
                 dataset: DatasetKind::La,
                 data: PathBuf::from("data/la"),
                 labelnum: 4,
@@ -269,6 +302,29 @@ impl TrainConfig {
             lr_step: (self.lr_step > 0).then_some(self.lr_step),
             lr_gamma: self.lr_gamma,
             dropout: self.dropout,
+        }
+    }
+
+    /// AD-MT's settings for this run: the official LA settings for the 3D (VNet) recipe, the
+    /// ACDC ones for the 2D (UNet) recipe, with the run's learning rate, momentum, weight
+    /// decay, dropout and iterations.
+    pub fn admt_config(&self) -> crate::admt::AdmtConfig {
+        let base = match self.dataset {
+            DatasetKind::La => crate::admt::AdmtConfig::la(),
+            DatasetKind::Acdc => crate::admt::AdmtConfig::acdc(),
+        };
+        crate::admt::AdmtConfig {
+            // The f32 as written (0.01, not 0.009999999776).
+            base_lr: self
+                .base_lr
+                .to_string()
+                .parse()
+                .unwrap_or(self.base_lr as f64),
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            max_iterations: self.max_iterations,
+            dropout: self.dropout,
+            ..base
         }
     }
 

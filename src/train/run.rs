@@ -1,5 +1,18 @@
-//! The training loop: batches from the two-stream sampler, the SS-Net step, a JSONL log,
-//! validation, `best` / `last` checkpoints and exact resume.
+//! The training loop: batches from the two-stream sampler, the method's step (SS-Net's, or
+//! AD-MT's: [`Learner`]), a JSONL log, validation, `best` / `last` checkpoints and exact
+//! resume.
+//!
+//! # AD-MT (`method = "admt"`)
+//! The same sampler, augmentation, validation, logs and sidecars. Each batch (labelled first)
+//! is split into the labelled crops and the weak unlabelled crops; while teacher 1 is updated
+//! the strong views are drawn from the augmentation stream on the CPU
+//! ([`crate::admt::strong`]). AD-MT's own RNG (saved in its state) drives its draws; the
+//! step stream is still drawn once per iteration. The student is validated and saved as
+//! `best.safetensors` (variant `admt`); `last.safetensors` is the AD-MT resume file
+//! ([`crate::admt::resume`]: `student.`, `teacher1.`, `teacher2.`, `momentum.` tensors and
+//! its state) with the run's `ssnet.train.*` metadata beside it. The poly LR follows
+//! `max_iterations`, so an interrupted run equals the straight run only when both have the
+//! same `max_iterations` ([`Run::train_until`]); raising it on resume changes the schedule.
 //!
 //! # Randomness
 //! Four seeded streams, all derived from `seed`: the weights ([`Model::init`]), the sampler,
@@ -33,10 +46,11 @@
 //! (seconds of training so far, across resumes) and `step_s`. `val.jsonl`: one line per
 //! validation. A resumed run first drops the lines past the checkpoint's iteration.
 
-use super::config::{DatasetKind, TrainConfig, LOCATION_KEYS};
-use super::data::{validation_cases, TrainSet};
+use super::config::{DatasetKind, Method, TrainConfig, LOCATION_KEYS};
+use super::data::{validation_cases, Batch, TrainSet};
 use super::sampler::{SamplerState, TwoStreamSampler};
 use super::snapshot;
+use crate::admt::{strong, AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
 use crate::data::dataset::Case;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -107,6 +121,40 @@ pub struct Validation {
     pub time_s: f64,
 }
 
+/// The method's networks, step and state ([`TrainConfig::method`]).
+pub enum Learner {
+    /// SS-Net's trainer (one network, momentum, prototype memory).
+    Ssnet(Box<Trainer>),
+    /// AD-MT's trainer (student, two teachers, momentum, alternation, its RNG).
+    Admt(Box<AdmtTrainer>),
+}
+
+impl Learner {
+    /// The network that is validated and kept as `best` (AD-MT: the student).
+    pub fn model(&self) -> &Model {
+        match self {
+            Learner::Ssnet(t) => &t.model,
+            Learner::Admt(t) => &t.student,
+        }
+    }
+
+    /// Completed iterations.
+    pub fn iter(&self) -> u64 {
+        match self {
+            Learner::Ssnet(t) => t.iter,
+            Learner::Admt(t) => t.iter,
+        }
+    }
+
+    /// The next step's learning rate.
+    pub fn lr(&self) -> f32 {
+        match self {
+            Learner::Ssnet(t) => t.lr,
+            Learner::Admt(t) => t.lr,
+        }
+    }
+}
+
 /// The end of a run.
 #[derive(Clone, Debug)]
 pub struct Summary {
@@ -116,13 +164,15 @@ pub struct Summary {
     pub last_dice: Option<f64>,
     pub elapsed_s: f64,
     pub last_losses: Option<StepLosses>,
+    /// AD-MT runs: the last step's terms (`last_losses` is then `None`).
+    pub last_admt_losses: Option<AdmtLosses>,
     pub checkpoint_dir: PathBuf,
     pub log_dir: PathBuf,
 }
 
 pub struct Run {
     pub cfg: TrainConfig,
-    pub trainer: Trainer,
+    pub learner: Learner,
     train: TrainSet,
     val: Option<Vec<Case>>,
     sampler: TwoStreamSampler,
@@ -218,8 +268,18 @@ impl Run {
         let sampler = sampler_for(&cfg, &train)?;
         let mut train = train;
         let val = prepare(gpu, &cfg, &mut train, val)?;
-        let model = Model::init(gpu, cfg.model_config(), cfg.seed)?;
-        let trainer = Trainer::new(model, cfg.trainer_config());
+        let learner = match cfg.method {
+            Method::Ssnet => {
+                let model = Model::init(gpu, cfg.model_config(), cfg.seed)?;
+                Learner::Ssnet(Box::new(Trainer::new(model, cfg.trainer_config())))
+            }
+            Method::Admt => Learner::Admt(Box::new(AdmtTrainer::init(
+                gpu,
+                cfg.model_config(),
+                cfg.admt_config(),
+                cfg.seed,
+            )?)),
+        };
         // Everything is checked: only now is the run folder touched.
         for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
             create_dir(&d)?;
@@ -237,7 +297,7 @@ impl Run {
             aug_rng: Pcg32::seed_from_u64(stream_seed(cfg.seed, 2)),
             step_rng: Pcg32::seed_from_u64(stream_seed(cfg.seed, 3)),
             cfg,
-            trainer,
+            learner,
             train,
             val,
             sampler,
@@ -338,7 +398,8 @@ impl Run {
         );
         let saved = TrainConfig::from_table(table, Some(&file.display().to_string()))?;
         let cfg = saved.with_overrides(overrides)?;
-        let fixed: [(&str, bool); 4] = [
+        let fixed: [(&str, bool); 5] = [
+            ("method", cfg.method == saved.method),
             ("dataset", cfg.dataset == saved.dataset),
             ("labelnum", cfg.labelnum == saved.labelnum),
             ("batch_size", cfg.batch_size == saved.batch_size),
@@ -398,6 +459,66 @@ impl Run {
                 )
             },
         )?;
+        let learner = match cfg.method {
+            Method::Ssnet => Learner::Ssnet(Box::new(Self::restore_ssnet(
+                gpu, &cfg, contents, &state, file,
+            )?)),
+            Method::Admt => {
+                let mut t = AdmtTrainer::from_contents(gpu, file, contents)?;
+                if t.iter != state.iter {
+                    return Err(Error::file(
+                        file,
+                        format!(
+                            "the AD-MT state is at iteration {}, the run at {}",
+                            t.iter, state.iter
+                        ),
+                    ));
+                }
+                // The run's settings (e.g. more iterations: the poly LR follows them).
+                t.cfg = cfg.admt_config();
+                Learner::Admt(Box::new(t))
+            }
+        };
+        let mut train = train;
+        let val = prepare(gpu, &cfg, &mut train, val)?;
+        let elapsed_before = read_sidecar(&cfg.checkpoint_dir().join(LAST))
+            .filter(|s| s.iteration == state.iter)
+            .map_or(state.elapsed_s, |s| s.elapsed_s);
+        // Everything is checked: only now is the run folder touched.
+        for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
+            create_dir(&d)?;
+        }
+        remove_stale(&cfg);
+        for log in [TRAIN_LOG, VAL_LOG] {
+            truncate_log(&cfg.log_dir().join(log), state.iter)?;
+        }
+        let cfg_path = cfg.out.join("config.toml");
+        std::fs::write(&cfg_path, cfg.to_toml()?)
+            .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
+        Ok(Run {
+            cfg,
+            learner,
+            train,
+            val,
+            sampler,
+            aug_rng: state.aug_rng,
+            step_rng: state.step_rng,
+            best: state.best_dice.map(|d| (d, state.best_iter)),
+            last_dice: state.last_dice,
+            elapsed_before,
+            last_saved: Some(state.iter),
+            verbose: true,
+        })
+    }
+
+    /// SS-Net's trainer from `last.safetensors`: weights, momentum and prototype memory.
+    fn restore_ssnet(
+        gpu: &Arc<Gpu>,
+        cfg: &TrainConfig,
+        contents: checkpoint::Contents,
+        state: &RunState,
+        file: &Path,
+    ) -> Result<Trainer> {
         let mcfg = cfg.model_config();
         let mut values = BTreeMap::new();
         let mut momentum = BTreeMap::new();
@@ -431,47 +552,18 @@ impl Run {
             }
             trainer.memory.entries[c] = Some(Tensor::from_f32(gpu, &v, &shape)?);
         }
-        let mut train = train;
-        let val = prepare(gpu, &cfg, &mut train, val)?;
-        let elapsed_before = read_sidecar(&cfg.checkpoint_dir().join(LAST))
-            .filter(|s| s.iteration == state.iter)
-            .map_or(state.elapsed_s, |s| s.elapsed_s);
-        // Everything is checked: only now is the run folder touched.
-        for d in [cfg.out.clone(), cfg.checkpoint_dir(), cfg.log_dir()] {
-            create_dir(&d)?;
-        }
-        remove_stale(&cfg);
-        for log in [TRAIN_LOG, VAL_LOG] {
-            truncate_log(&cfg.log_dir().join(log), state.iter)?;
-        }
-        let cfg_path = cfg.out.join("config.toml");
-        std::fs::write(&cfg_path, cfg.to_toml()?)
-            .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
-        Ok(Run {
-            cfg,
-            trainer,
-            train,
-            val,
-            sampler,
-            aug_rng: state.aug_rng,
-            step_rng: state.step_rng,
-            best: state.best_dice.map(|d| (d, state.best_iter)),
-            last_dice: state.last_dice,
-            elapsed_before,
-            last_saved: Some(state.iter),
-            verbose: true,
-        })
+        Ok(trainer)
     }
 
     /// Completed iterations.
     pub fn iter(&self) -> u64 {
-        self.trainer.iter
+        self.learner.iter()
     }
 
     fn state(&self, elapsed_s: f64) -> RunState {
         RunState {
-            iter: self.trainer.iter,
-            lr: self.trainer.lr,
+            iter: self.learner.iter(),
+            lr: self.learner.lr(),
             best_dice: self.best.map(|b| b.0),
             best_iter: self.best.map_or(0, |b| b.1),
             last_dice: self.last_dice,
@@ -483,22 +575,10 @@ impl Run {
     }
 
     /// Write `last.safetensors` (atomically).
+    ///
+    /// AD-MT: the trainer's resume file ([`crate::admt::resume`]: student, teachers and
+    /// momentum under prefixes, its state) with the run's metadata beside it.
     pub fn save_last(&self, elapsed_s: f64) -> Result<PathBuf> {
-        let mut extra = BTreeMap::new();
-        for (k, t) in self.trainer.momentum_buffers() {
-            extra.insert(
-                format!("{MOMENTUM_PREFIX}{k}"),
-                (t.to_f32()?, t.shape().to_vec()),
-            );
-        }
-        for (c, e) in self.trainer.memory.entries.iter().enumerate() {
-            if let Some(t) = e {
-                extra.insert(
-                    format!("{MEMORY_PREFIX}{c}"),
-                    (t.to_f32()?, t.shape().to_vec()),
-                );
-            }
-        }
         let path = self.cfg.checkpoint_dir().join(LAST);
         self.check_weights(&path)?;
         let mut meta = HashMap::new();
@@ -508,19 +588,39 @@ impl Run {
                 .map_err(|e| Error::msg(format!("cannot serialise the run state: {e}")))?,
         );
         meta.insert(META_CONFIG.to_string(), self.cfg.to_checkpoint_toml()?);
-        self.trainer.model.save(&path, &extra, &meta)?;
-        write_sidecar(&path, self.trainer.iter, elapsed_s, &self.cfg)?;
+        match &self.learner {
+            Learner::Ssnet(trainer) => {
+                let mut extra = BTreeMap::new();
+                for (k, t) in trainer.momentum_buffers() {
+                    extra.insert(
+                        format!("{MOMENTUM_PREFIX}{k}"),
+                        (t.to_f32()?, t.shape().to_vec()),
+                    );
+                }
+                for (c, e) in trainer.memory.entries.iter().enumerate() {
+                    if let Some(t) = e {
+                        extra.insert(
+                            format!("{MEMORY_PREFIX}{c}"),
+                            (t.to_f32()?, t.shape().to_vec()),
+                        );
+                    }
+                }
+                trainer.model.save(&path, &extra, &meta)?;
+            }
+            Learner::Admt(t) => t.save_resume_with(&path, &meta)?,
+        }
+        write_sidecar(&path, self.learner.iter(), elapsed_s, &self.cfg)?;
         Ok(path)
     }
 
     /// The weights are finite and not diverged, else an error saying which checkpoint on
     /// disk is the last good one (it is left as it is).
     fn check_weights(&self, path: &Path) -> Result<()> {
-        let state = self.trainer.model.state()?;
+        let state = self.learner.model().state()?;
         checkpoint::check_finite(state.iter()).map_err(|m| {
             Error::msg(format!(
                 "{m} at iteration {}: not saving them; {}",
-                self.trainer.iter,
+                self.learner.iter(),
                 self.last_good(path)
             ))
         })
@@ -543,11 +643,12 @@ impl Run {
         let mut meta = HashMap::new();
         meta.insert(
             META_BEST.to_string(),
-            serde_json::json!({ "iter": self.trainer.iter, "dice": dice }).to_string(),
+            serde_json::json!({ "iter": self.learner.iter(), "dice": dice }).to_string(),
         );
         meta.insert(META_CONFIG.to_string(), self.cfg.to_checkpoint_toml()?);
-        self.trainer.model.save(&path, &BTreeMap::new(), &meta)?;
-        write_sidecar(&path, self.trainer.iter, elapsed_s, &self.cfg)
+        // AD-MT: the student, saved with its variant (`ssnet predict` / `eval` load it).
+        self.learner.model().save(&path, &BTreeMap::new(), &meta)?;
+        write_sidecar(&path, self.learner.iter(), elapsed_s, &self.cfg)
     }
 
     /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list;
@@ -564,7 +665,7 @@ impl Run {
         let nc = self.cfg.num_classes();
         let mut sums = vec![0f64; nc - 1];
         for (i, case) in cases.iter().enumerate() {
-            let pred = predict_case(&self.trainer.model, &self.cfg, case)?;
+            let pred = predict_case(self.learner.model(), &self.cfg, case)?;
             for (c, sum) in sums.iter_mut().enumerate() {
                 let p = metrics::class_mask(&pred, c as u8 + 1);
                 let g = metrics::class_mask(&case.label, c as u8 + 1);
@@ -579,7 +680,7 @@ impl Run {
                     .cfg
                     .log_dir()
                     .join("snapshots")
-                    .join(format!("iter_{:06}.png", self.trainer.iter));
+                    .join(format!("iter_{:06}.png", self.learner.iter()));
                 write_case_png(&path, case, &pred, self.cfg.dataset)?;
             }
         }
@@ -592,8 +693,15 @@ impl Run {
     /// (e.g. a non-finite loss) ends the run with its error; the last checkpoint written
     /// stays as it was.
     pub fn train(&mut self) -> Result<Summary> {
+        self.train_until(self.cfg.max_iterations)
+    }
+
+    /// [`Run::train`], stopping after iteration `stop` (at most `max_iterations`) as an
+    /// interrupted run would: the schedules still follow `max_iterations` (AD-MT's poly LR
+    /// depends on it), and `last.safetensors` is written at `stop` as at the end.
+    pub fn train_until(&mut self, stop: u64) -> Result<Summary> {
         let max = self.cfg.max_iterations;
-        let start_iter = self.trainer.iter;
+        let start_iter = self.learner.iter();
         let pb = if self.verbose {
             ProgressBar::new(max)
         } else {
@@ -606,7 +714,7 @@ impl Run {
         }
         pb.set_position(start_iter);
         pb.reset_eta();
-        let r = self.train_loop(&pb);
+        let r = self.train_loop(&pb, stop.min(self.cfg.max_iterations));
         match &r {
             Ok(_) => pb.finish(),
             Err(_) => pb.abandon(),
@@ -620,12 +728,12 @@ impl Run {
         }
     }
 
-    fn train_loop(&mut self, pb: &ProgressBar) -> Result<Summary> {
+    fn train_loop(&mut self, pb: &ProgressBar, stop: u64) -> Result<Summary> {
         let max = self.cfg.max_iterations;
-        let start_iter = self.trainer.iter;
+        let start_iter = self.learner.iter();
         let t_start = Instant::now();
         let elapsed = |t: &Instant, before: f64| before + t.elapsed().as_secs_f64();
-        let gpu = self.trainer.model.gpu.clone();
+        let gpu = self.learner.model().gpu.clone();
         let patch = self.cfg.patch.clone();
         let l = self.cfg.labeled_bs;
         let train_log = self.cfg.log_dir().join(TRAIN_LOG);
@@ -634,7 +742,8 @@ impl Run {
         self.say(
             pb,
             &format!(
-                "training {} ({}) on {} ({} labelled), batch {}+{}, patch {:?}, iterations {}..{}, on {}",
+                "training {} {} ({}) on {} ({} labelled), batch {}+{}, patch {:?}, iterations {}..{}, on {}",
+                self.cfg.method.name(),
                 self.cfg.dataset.arch().name(),
                 self.cfg.dataset.name(),
                 self.cfg.data.display(),
@@ -648,32 +757,95 @@ impl Run {
             ),
         );
         let mut last = None;
-        while self.trainer.iter < max {
+        let mut last_admt = None;
+        while self.learner.iter() < stop {
             let idx = self.sampler.next_batch();
             let batch = self.train.batch(&idx, l, &patch, &mut self.aug_rng)?;
+            // Drawn for both methods (AD-MT's own RNG drives its draws), so that the run
+            // state has one shape.
             let seed: u64 = self.step_rng.random();
-            let x = Tensor::from_f32(&gpu, &batch.x, &batch.x_shape)?;
-            let labels = Tensor::from_u32(&gpu, &batch.labels, &batch.label_shape)?;
-            let t0 = Instant::now();
-            let losses = self
-                .trainer
-                .step(&StepInputs {
-                    x: &x,
-                    labels: &labels,
-                    rand_u: None,
-                    seed,
-                })
-                .map_err(|e| match e {
-                    Error::Msg(m) if m.starts_with("non-finite") => Error::Msg(format!(
-                        "{m}; {}",
-                        self.last_good(&self.cfg.checkpoint_dir().join(LAST))
-                    )),
-                    e => e,
-                })?;
+            let t0;
+            let stepped = match &mut self.learner {
+                Learner::Ssnet(trainer) => {
+                    let x = Tensor::from_f32(&gpu, &batch.x, &batch.x_shape)?;
+                    let labels = Tensor::from_u32(&gpu, &batch.labels, &batch.label_shape)?;
+                    t0 = Instant::now();
+                    trainer
+                        .step(&StepInputs {
+                            x: &x,
+                            labels: &labels,
+                            rand_u: None,
+                            seed,
+                        })
+                        .map(Stepped::Ssnet)
+                }
+                Learner::Admt(trainer) => {
+                    let strong_used = trainer.schedule.updated == Teacher::One;
+                    let [labeled, labels, weak, strong] = admt_tensors(
+                        &gpu,
+                        &batch,
+                        l,
+                        &patch,
+                        self.cfg.dataset,
+                        strong_used,
+                        &mut self.aug_rng,
+                    )?;
+                    t0 = Instant::now();
+                    trainer
+                        .step(&AdmtInputs {
+                            labeled: &labeled,
+                            labels: &labels,
+                            weak: &weak,
+                            strong: &strong,
+                        })
+                        .map(Stepped::Admt)
+                }
+            };
+            let stepped = stepped.map_err(|e| match e {
+                Error::Msg(m) if m.starts_with("non-finite") => Error::Msg(format!(
+                    "{m}; {}",
+                    self.last_good(&self.cfg.checkpoint_dir().join(LAST))
+                )),
+                e => e,
+            })?;
             let step_s = t0.elapsed().as_secs_f64();
-            let it = losses.iter;
-            let mut line = serde_json::to_value(losses)
-                .map_err(|e| Error::msg(format!("cannot log the losses: {e}")))?;
+            let to_line = |v: serde_json::Result<serde_json::Value>| {
+                v.map_err(|e| Error::msg(format!("cannot log the losses: {e}")))
+            };
+            let (it, mut line, message) = match stepped {
+                Stepped::Ssnet(losses) => {
+                    last = Some(losses);
+                    (
+                        losses.iter,
+                        to_line(serde_json::to_value(losses))?,
+                        format!(
+                            "loss {:.4} dice {:.4} lds {:.4} cl {:.3}/{:.3} w {:.4}",
+                            losses.loss,
+                            losses.loss_dice,
+                            losses.loss_lds,
+                            losses.loss_cl_l,
+                            losses.loss_cl_u,
+                            losses.consistency_weight
+                        ),
+                    )
+                }
+                Stepped::Admt(losses) => {
+                    last_admt = Some(losses);
+                    (
+                        losses.iter,
+                        to_line(serde_json::to_value(losses))?,
+                        format!(
+                            "loss {:.4} sup {:.4} unsup {:.4} w {:.4} {:?}{}",
+                            losses.loss,
+                            losses.loss_sup,
+                            losses.loss_unsup,
+                            losses.unsup_weight,
+                            losses.updated,
+                            if losses.cutmix { " cutmix" } else { "" }
+                        ),
+                    )
+                }
+            };
             if let Some(o) = line.as_object_mut() {
                 o.insert("epoch".into(), self.sampler.epoch().into());
                 o.insert(
@@ -684,16 +856,7 @@ impl Run {
             }
             append_line(&train_log, &line)?;
             pb.set_position(it);
-            pb.set_message(format!(
-                "loss {:.4} dice {:.4} lds {:.4} cl {:.3}/{:.3} w {:.4}",
-                losses.loss,
-                losses.loss_dice,
-                losses.loss_lds,
-                losses.loss_cl_l,
-                losses.loss_cl_u,
-                losses.consistency_weight
-            ));
-            last = Some(losses);
+            pb.set_message(message);
             if self.cfg.validates_at(it) {
                 if let Some((dice, class_dice)) = self.validate()? {
                     self.last_dice = Some(dice);
@@ -733,22 +896,69 @@ impl Run {
                     );
                 }
             }
-            if it.is_multiple_of(ckpt_every) || it == max {
+            if it.is_multiple_of(ckpt_every) || it == max || it == stop {
                 self.save_last(elapsed(&t_start, self.elapsed_before))?;
                 self.last_saved = Some(it);
             }
         }
         Ok(Summary {
-            iterations: self.trainer.iter,
-            iterations_this_run: self.trainer.iter - start_iter,
+            iterations: self.learner.iter(),
+            iterations_this_run: self.learner.iter() - start_iter,
             best: self.best,
             last_dice: self.last_dice,
             elapsed_s: elapsed(&t_start, self.elapsed_before),
             last_losses: last,
+            last_admt_losses: last_admt,
             checkpoint_dir: self.cfg.checkpoint_dir(),
             log_dir: self.cfg.log_dir(),
         })
     }
+}
+
+/// One step's terms, of either method.
+enum Stepped {
+    Ssnet(StepLosses),
+    Admt(AdmtLosses),
+}
+
+/// AD-MT's inputs from a batch of the shared sampler (labelled first): the labelled crops
+/// and their labels, the weak unlabelled crops, and their strong views (LA:
+/// [`strong::la_strong`] per crop; ACDC: [`strong::acdc_strong`] per slice), drawn from `rng`
+/// only when `strong_used` (teacher 1 is updated: the only step that uses them), else the
+/// weak crops again.
+fn admt_tensors(
+    gpu: &Arc<Gpu>,
+    batch: &Batch,
+    l: usize,
+    patch: &[usize],
+    kind: DatasetKind,
+    strong_used: bool,
+    rng: &mut Pcg32,
+) -> Result<[Tensor; 4]> {
+    let per: usize = patch.iter().product();
+    let n = batch.x_shape[0];
+    let shape = |k: usize| {
+        let mut s = vec![k, 1];
+        s.extend_from_slice(patch);
+        s
+    };
+    let (xl, xu) = batch.x.split_at(l * per);
+    let labeled = Tensor::from_f32(gpu, xl, &shape(l))?;
+    let labels = Tensor::from_u32(gpu, &batch.labels, &batch.label_shape)?;
+    let weak = Tensor::from_f32(gpu, xu, &shape(n - l))?;
+    let strong = if strong_used {
+        let mut s = Vec::with_capacity(xu.len());
+        for crop in xu.chunks(per) {
+            s.extend(match kind {
+                DatasetKind::La => strong::la_strong(crop, rng),
+                DatasetKind::Acdc => strong::acdc_strong(crop, patch[0], patch[1], rng),
+            });
+        }
+        Tensor::from_f32(gpu, &s, &shape(n - l))?
+    } else {
+        weak.clone()
+    };
+    Ok([labeled, labels, weak, strong])
 }
 
 /// The best Dice as the reference keeps it: LA's `train_ss_3d.py` stores
@@ -771,7 +981,12 @@ fn prepare(
     train: &mut TrainSet,
     val: Option<Vec<Case>>,
 ) -> Result<Option<Vec<Case>>> {
-    crate::infer::budget::check_fits(gpu, "patch", cfg.batch_size, &cfg.patch)?;
+    // AD-MT's student sees the labelled, weak and strong samples in one pass.
+    let samples = match cfg.method {
+        Method::Ssnet => cfg.batch_size,
+        Method::Admt => 2 * cfg.batch_size - cfg.labeled_bs,
+    };
+    crate::infer::budget::check_fits(gpu, "patch", samples, &cfg.patch)?;
     // The validation settings matter when a validation falls within this run.
     let validates = cfg.val_interval > 0 && {
         let first = cfg.val_start.max(1).div_ceil(cfg.val_interval) * cfg.val_interval;
