@@ -14,10 +14,13 @@
 pub mod augment;
 pub mod config;
 pub mod data;
+pub mod learner;
 pub mod own;
 pub mod plan;
+pub mod predict;
 pub mod run;
 pub mod sampler;
+pub mod sidecar;
 pub mod snapshot;
 
 pub use config::{DatasetKind, Preset, TrainConfig};

@@ -47,14 +47,12 @@
 //! validation. A resumed run first drops the lines past the checkpoint's iteration.
 
 use super::config::{DatasetKind, Method, TrainConfig, LOCATION_KEYS};
-use super::data::{validation_cases, Batch, TrainSet};
+use super::data::{validation_cases, TrainSet};
 use super::sampler::{SamplerState, TwoStreamSampler};
-use super::snapshot;
-use crate::admt::{strong, AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
+use crate::admt::{AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
 use crate::data::dataset::Case;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::infer::InferConfig;
 use crate::metrics;
 use crate::nn::{checkpoint, spec, Model, FEAT_DIM};
 use crate::ssnet::{StepInputs, StepLosses, Trainer};
@@ -68,6 +66,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use super::learner::Learner;
+pub(crate) use super::learner::{admt_tensors, Stepped};
+pub use super::predict::{infer_config, predict_case, write_case_png};
+pub(crate) use super::sidecar::write_sidecar;
+pub use super::sidecar::{read_sidecar, sidecar_path, Sidecar, BEST_SIDECAR, LAST_SIDECAR};
 
 /// Metadata keys of `last.safetensors` / `best.safetensors`.
 pub const META_STATE: &str = "ssnet.train.state";
@@ -119,40 +123,6 @@ pub struct Validation {
     pub best_dice: f64,
     pub best_iter: u64,
     pub time_s: f64,
-}
-
-/// The method's networks, step and state ([`TrainConfig::method`]).
-pub enum Learner {
-    /// SS-Net's trainer (one network, momentum, prototype memory).
-    Ssnet(Box<Trainer>),
-    /// AD-MT's trainer (student, two teachers, momentum, alternation, its RNG).
-    Admt(Box<AdmtTrainer>),
-}
-
-impl Learner {
-    /// The network that is validated and kept as `best` (AD-MT: the student).
-    pub fn model(&self) -> &Model {
-        match self {
-            Learner::Ssnet(t) => &t.model,
-            Learner::Admt(t) => &t.student,
-        }
-    }
-
-    /// Completed iterations.
-    pub fn iter(&self) -> u64 {
-        match self {
-            Learner::Ssnet(t) => t.iter,
-            Learner::Admt(t) => t.iter,
-        }
-    }
-
-    /// The next step's learning rate.
-    pub fn lr(&self) -> f32 {
-        match self {
-            Learner::Ssnet(t) => t.lr,
-            Learner::Admt(t) => t.lr,
-        }
-    }
 }
 
 /// The end of a run.
@@ -915,52 +885,6 @@ impl Run {
     }
 }
 
-/// One step's terms, of either method.
-enum Stepped {
-    Ssnet(StepLosses),
-    Admt(AdmtLosses),
-}
-
-/// AD-MT's inputs from a batch of the shared sampler (labelled first): the labelled crops
-/// and their labels, the weak unlabelled crops, and their strong views (LA:
-/// [`strong::la_strong`] per crop; ACDC: [`strong::acdc_strong`] per slice), drawn from `rng`
-/// only when `strong_used` (teacher 1 is updated: the only step that uses them), else the
-/// weak crops again.
-fn admt_tensors(
-    gpu: &Arc<Gpu>,
-    batch: &Batch,
-    l: usize,
-    patch: &[usize],
-    kind: DatasetKind,
-    strong_used: bool,
-    rng: &mut Pcg32,
-) -> Result<[Tensor; 4]> {
-    let per: usize = patch.iter().product();
-    let n = batch.x_shape[0];
-    let shape = |k: usize| {
-        let mut s = vec![k, 1];
-        s.extend_from_slice(patch);
-        s
-    };
-    let (xl, xu) = batch.x.split_at(l * per);
-    let labeled = Tensor::from_f32(gpu, xl, &shape(l))?;
-    let labels = Tensor::from_u32(gpu, &batch.labels, &batch.label_shape)?;
-    let weak = Tensor::from_f32(gpu, xu, &shape(n - l))?;
-    let strong = if strong_used {
-        let mut s = Vec::with_capacity(xu.len());
-        for crop in xu.chunks(per) {
-            s.extend(match kind {
-                DatasetKind::La => strong::la_strong(crop, rng),
-                DatasetKind::Acdc => strong::acdc_strong(crop, patch[0], patch[1], rng),
-            });
-        }
-        Tensor::from_f32(gpu, &s, &shape(n - l))?
-    } else {
-        weak.clone()
-    };
-    Ok([labeled, labels, weak, strong])
-}
-
 /// The best Dice as the reference keeps it: LA's `train_ss_3d.py` stores
 /// `best_dice = round(dice, 4)` and compares later validations against that, so a Dice
 /// within 1e-4 above an unrounded best still counts as better; ACDC's `train_ss_2d.py`
@@ -1017,102 +941,6 @@ fn remove_stale(cfg: &TrainConfig) {
             p.display()
         );
     }
-}
-
-/// Sidecar files: the volatile facts of a checkpoint (where and when it was written, how
-/// long training took), kept out of its bytes.
-pub const LAST_SIDECAR: &str = "last.json";
-pub const BEST_SIDECAR: &str = "best.json";
-
-/// What a sidecar holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sidecar {
-    pub checkpoint: String,
-    pub iteration: u64,
-    /// Seconds of training up to this checkpoint, across resumes.
-    pub elapsed_s: f64,
-    pub out: String,
-    /// Seconds since the Unix epoch.
-    pub written_unix_s: u64,
-    pub host: String,
-}
-
-fn sidecar_path(checkpoint: &Path) -> PathBuf {
-    checkpoint.with_extension("json")
-}
-
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn write_sidecar(
-    checkpoint: &Path,
-    iteration: u64,
-    elapsed_s: f64,
-    cfg: &TrainConfig,
-) -> Result<()> {
-    let s = Sidecar {
-        checkpoint: checkpoint.display().to_string(),
-        iteration,
-        elapsed_s,
-        out: cfg.out.display().to_string(),
-        written_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        host: host_name(),
-    };
-    let text = serde_json::to_string_pretty(&s)
-        .map_err(|e| Error::msg(format!("cannot serialise the sidecar: {e}")))?;
-    let path = sidecar_path(checkpoint);
-    checkpoint::atomic_write(&path, text.as_bytes())
-}
-
-/// The sidecar of a checkpoint, when there is a readable one.
-pub fn read_sidecar(checkpoint: &Path) -> Option<Sidecar> {
-    let text = std::fs::read_to_string(sidecar_path(checkpoint)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// The inference settings of a configuration: ACDC slice-wise at `patch`; LA sliding window
-/// at `val_patch` with the validation strides, uniform average (SS-Net's).
-pub fn infer_config(cfg: &TrainConfig) -> InferConfig {
-    let mut ic = InferConfig::default();
-    match cfg.dataset {
-        DatasetKind::Acdc => ic.slices.size = [cfg.patch[0], cfg.patch[1]],
-        DatasetKind::La => {
-            let p = cfg.val_patch();
-            ic.window.patch = [p[0], p[1], p[2]];
-            ic.window.stride_xy = cfg.val_stride_xy;
-            ic.window.stride_z = cfg.val_stride_z;
-        }
-    }
-    ic
-}
-
-/// Predict a whole case ([`crate::infer::predict_volume`] with [`infer_config`]); no
-/// connected-component step.
-pub fn predict_case(model: &Model, cfg: &TrainConfig, case: &Case) -> Result<Vec<u8>> {
-    Ok(
-        crate::infer::predict_volume(model, &case.image, case.shape, &infer_config(cfg), false)?
-            .labels,
-    )
-}
-
-/// PNG of the middle slice of a case (ACDC: middle of `[S, H, W]`; LA: middle z of
-/// `[X, Y, Z]`): image | label | prediction.
-pub fn write_case_png(path: &Path, case: &Case, pred: &[u8], kind: DatasetKind) -> Result<()> {
-    let (axis, k) = match kind {
-        DatasetKind::Acdc => (0, case.shape[0] / 2),
-        DatasetKind::La => (2, case.shape[2] / 2),
-    };
-    let (img, s) = snapshot::slice_of(&case.image, case.shape, axis, k);
-    let (lab, _) = snapshot::slice_of(&case.label, case.shape, axis, k);
-    let (prd, _) = snapshot::slice_of(pred, case.shape, axis, k);
-    snapshot::write_panels(path, &img, &lab, &prd, s)
 }
 
 #[cfg(test)]
