@@ -188,22 +188,6 @@ pub fn check_rel_l2(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<(
     }
 }
 
-/// Compare scalars (losses, metrics) by relative error `|g-w| <= tol·max(|w|, floor)`.
-pub fn check_scalar(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
-    let d = (got - want).abs();
-    let rel = d / want.abs().max(1e-12);
-    println!(
-        "{what:<48} got {got:.9e} want {want:.9e}  abs {d:.3e} rel {rel:.3e} (tol rel {tol:.0e})"
-    );
-    if d <= tol * want.abs().max(1e-6) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: {got} vs {want}, relative error {rel:.3e} over {tol:.0e}"
-        ))
-    }
-}
-
 /// The summary the fixtures store for large tensors:
 /// `[sum, l2, sum|v|, v[floor(k*n/m)] for k < m]`, m = min(n, 64), computed in f64.
 pub fn summary(v: &[f32]) -> Vec<f64> {
@@ -223,59 +207,26 @@ pub fn summary(v: &[f32]) -> Vec<f64> {
 
 /// The summary comparison's error: the worst over the entries of `got` (a summary, f64) against
 /// `want` (a stored summary) of a tensor of `n` elements: the three sums relative to
-/// `sum|v|`, each sample relative to `|sample| + mean|v|`. Returns the error and the entry.
-pub fn summary_error(got: &[f64], want: &[f32], n: usize) -> (f64, usize) {
+/// `sum|v|`, each sample relative to `|sample| + mean|v|`.
+pub fn summary_error(got: &[f64], want: &[f32], n: usize) -> f64 {
     let scale = (want.get(2).copied().unwrap_or(0.0) as f64)
         .abs()
         .max(1e-30);
     let mean_abs = scale / n.max(1) as f64;
-    let (mut worst, mut at) = (0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let w = w as f64;
-        let denom = if i < 3 { scale } else { w.abs() + mean_abs };
-        let e = (g - w).abs() / denom.max(1e-30);
-        let e = if e.is_nan() { f64::INFINITY } else { e };
-        if e > worst {
-            worst = e;
-            at = i;
-        }
-    }
-    (worst, at)
-}
-
-/// The name of entry `i` of a summary.
-pub fn summary_entry(i: usize) -> String {
-    match i {
-        0 => "sum".to_string(),
-        1 => "l2".to_string(),
-        2 => "sum|v|".to_string(),
-        k => format!("sample {}", k - 3),
-    }
-}
-
-/// Compare the values `v` with a stored summary of them: the three sums within `tol·sum|v|`,
-/// each sample within `tol·(|sample| + mean|v|)`. Prints the worst error.
-pub fn check_summary(what: &str, v: &[f32], want: &[f32], tol: f64) -> Result<(), String> {
-    let got = summary(v);
-    if got.len() != want.len() {
-        return Err(format!(
-            "{what}: summary of {} entries, expected {}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let (worst, at) = summary_error(&got, want, v.len());
-    println!(
-        "{what:<48} summary worst rel {worst:.3e} at {} (got {:.6e}, want {:.6e}; tol {tol:.0e})",
-        summary_entry(at),
-        got[at],
-        want[at]
-    );
-    if worst <= tol {
-        Ok(())
-    } else {
-        Err(format!("{what}: summary error {worst:.3e} over {tol:.0e}"))
-    }
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (&g, &w))| {
+            let w = w as f64;
+            let denom = if i < 3 { scale } else { w.abs() + mean_abs };
+            let e = (g - w).abs() / denom.max(1e-30);
+            if e.is_nan() {
+                f64::INFINITY
+            } else {
+                e
+            }
+        })
+        .fold(0f64, f64::max)
 }
 
 /// One unit in the last place of an f32 of magnitude |x| (as f64).
@@ -287,39 +238,17 @@ pub fn f32_ulp(x: f32) -> f64 {
     (f32::from_bits(a.to_bits() + 1) - a) as f64
 }
 
-/// Compare the CHANGE of a tensor (`after - before`, ours) with a stored summary of `after`
-/// minus the summary of `before`, on the linear entries of a summary (the sum and the
-/// samples), relative to sum|after - before| (ours) plus a floor. Weights barely move in one
-/// SGD step, so comparing the weights themselves would hide a wrong gradient.
+/// The error of the CHANGE of a tensor over an SGD step: `got_after − before` against
+/// `want_after − before`, where `want_after` is a stored summary of the reference's weights
+/// after the step (or the full tensor). Weights barely move in one step, so comparing the
+/// weights themselves would hide a wrong gradient. On the linear entries of a summary (the
+/// sum and the samples), relative to `sum|ours_after − before|` plus a floor: what float32
+/// can resolve, 2 ulp of the weight per element (summed for the sum entry), since both
+/// stored and computed weights are rounded to f32 and the update rounds once more.
 ///
-/// The floor is what float32 can resolve: the stored `after` and ours are each rounded to
-/// f32 (half an ulp of the weight each) and our update rounds once more, so a change is only
-/// known to 2 ulp of the weight per element (summed over the elements for the sum entry). A
-/// head or selector step of lr·0.1·w·∇ ≈ 1e-6 on a weight of 0.1 sits a few ulp above that.
-pub fn check_change(
-    what: &str,
-    before: &[f32],
-    after: &[f32],
-    want_after: &[f32],
-    tol: f64,
-) -> Result<(), String> {
-    let worst = change_error(before, after, want_after).map_err(|e| format!("{what}: {e}"))?;
-    println!("{what:<48} change: worst rel {worst:.3e} beyond f32 resolution (tol {tol:.0e})");
-    if worst <= tol {
-        Ok(())
-    } else {
-        Err(format!("{what}: change error {worst:.3e} over {tol:.0e}"))
-    }
-}
-
-/// The error measure of [`check_change`] (`want_after` is a stored summary, or the full tensor).
-pub fn change_error(before: &[f32], after: &[f32], want_after: &[f32]) -> Result<f64, String> {
-    change_error_of(before, after, after, want_after)
-}
-
-/// The same measure for another run's `got_after`, stored in the same form as `want_after`
-/// (a summary, or the full tensor), e.g. the reference's own float32 run; `ours_after` (our
-/// full tensor) gives the scale of the change, so both runs are measured with one yardstick.
+/// `got_after` is our full tensor (then it equals `ours_after`) or another run's result in
+/// the same form as `want_after` (the reference's own float32 run); `ours_after` gives the
+/// scale of the change, so both runs are measured with one yardstick.
 pub fn change_error_of(
     before: &[f32],
     ours_after: &[f32],

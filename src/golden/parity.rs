@@ -78,7 +78,7 @@ fn tensor_error(got: &[f32], want: &[f32], n: usize) -> Result<f64, String> {
             want.len()
         ));
     }
-    Ok(summary_error(&got, want, n).0)
+    Ok(summary_error(&got, want, n))
 }
 
 fn vanishing(want: &[f32]) -> bool {
@@ -206,7 +206,7 @@ impl<'a> Parity<'a> {
 
     /// The CHANGE of a tensor over an SGD step (`after − before`) against the fixture's `key`
     /// (a summary of the reference's after) minus `before`, measured as
-    /// [`super::change_error`]; the reference's float32 change is measured the same way.
+    /// [`super::change_error_of`]; the reference's float32 change is measured the same way.
     pub fn change(&mut self, group: &str, key: &str, before: &[f32], after: &[f32], tol: f64) {
         let Some(want) = self.want(key) else { return };
         let reference = self.reference_f32(key).unwrap_or_else(|| want.clone());

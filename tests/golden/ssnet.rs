@@ -70,14 +70,13 @@ mod golden_model_support {
     }
 
     /// Every class's memory against the fixture's `<prefix>memory_<c>`.
-    pub fn check_memory(fx: &Fixture, prefix: &str, mem: &ssnet::ssnet::PrototypeMemory, group: &str, tol: f64, p: &mut Parity) {
+    pub fn check_memory(prefix: &str, mem: &ssnet::ssnet::PrototypeMemory, group: &str, tol: f64, p: &mut Parity) {
         for c in 0..mem.entries.len() {
             let key = format!("{prefix}memory_{c}");
             let ours = mem.entries[c].as_ref().map(|t| t.to_f32().unwrap());
             let dim = mem.entries[c].as_ref().map_or(1, |t| t.shape()[1]);
             p.memory(group, &key, ours.as_deref(), dim, ranking(mem, c).as_ref(), tol);
         }
-        let _ = fx;
     }
 }
 
@@ -244,7 +243,7 @@ fn ssnet__feature_memory_update() {
     let mut mem = ssnet::ssnet::PrototypeMemory::new(nc, per, ssnet::ssnet::MemoryOrder::Ascending);
     mem.keep_rankings = true;
     mem.update(&model, &f32t(&fx, "features"), &u32t(&fx, "labels")).unwrap();
-    check_memory(&fx, "", &mem, "memory", tol::OP, &mut p);
+    check_memory("", &mem, "memory", tol::OP, &mut p);
     p.finish();
 }
 
@@ -301,7 +300,7 @@ fn iteration_fixture(stem: &str) {
         ] {
             p.scalar(&group, &format!("it{it}.{name}"), got as f64, tol_loss);
         }
-        check_memory(&fx, &format!("it{it}."), &trainer.memory, &format!("it{it} memory"), tol_sum, &mut p);
+        check_memory(&format!("it{it}."), &trainer.memory, &format!("it{it} memory"), tol_sum, &mut p);
         let after = trainer.model.state().unwrap();
         let update = format!("it{it} update (weight changes, momentum buffers)");
         for key in fx.names() {
