@@ -26,18 +26,37 @@ impl CutMix {
         let mut perm: Vec<usize> = (0..n).collect();
         perm.shuffle(rng);
         let lambda: f64 = Beta::new(4.0, 4.0).expect("valid Beta(4, 4)").sample(rng);
-        let r = (1.0 - lambda).sqrt();
-        let mut boxes = vec![Vec::with_capacity(dims.len()); n];
-        for &d in dims {
-            let side = (d as f64 * r).floor() as usize;
-            let half = side / 2;
-            for b in boxes.iter_mut() {
+        let centres: Vec<Vec<usize>> = dims
+            .iter()
+            .map(|&d| {
                 let lo_c = d / 8;
-                let c = if lo_c < d {
-                    rng.random_range(lo_c..d)
-                } else {
-                    0
-                };
+                (0..n)
+                    .map(|_| {
+                        if lo_c < d {
+                            rng.random_range(lo_c..d)
+                        } else {
+                            0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Self::from_centres(perm, lambda, &centres, dims)
+    }
+
+    /// The boxes of a draw given its permutation, λ and centres (`centres[axis][sample]`):
+    /// side `⌊D·√(1−λ)⌋` per axis, box `[clip(c − ⌊s/2⌋), clip(c + ⌊s/2⌋))`.
+    pub fn from_centres(
+        perm: Vec<usize>,
+        lambda: f64,
+        centres: &[Vec<usize>],
+        dims: &[usize],
+    ) -> CutMix {
+        let r = (1.0 - lambda).sqrt();
+        let mut boxes = vec![Vec::with_capacity(dims.len()); perm.len()];
+        for (&d, cs) in dims.iter().zip(centres) {
+            let half = (d as f64 * r).floor() as usize / 2;
+            for (b, &c) in boxes.iter_mut().zip(cs) {
                 b.push((c.saturating_sub(half).min(d), (c + half).min(d)));
             }
         }

@@ -24,7 +24,8 @@
 //! The training loop runs it as `ssnet train --method admt` ([`crate::train::run::Learner`]:
 //! the shared sampler's batches split into labelled and weak crops, the strong views drawn
 //! here on the CPU, the student validated and kept as `best`, this trainer's resume file as
-//! `last`). Not here yet: the golden fixtures of the official code (issue 13).
+//! `last`). Its golden fixtures come from the official code (`tools/admt_golden.py`,
+//! `tests/golden_admt.rs`).
 
 pub mod cutmix;
 pub mod resume;
@@ -34,4 +35,4 @@ pub mod strong;
 
 pub use resume::AdmtResume;
 pub use schedule::{Teacher, TeacherSchedule};
-pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, UnsupLoss};
+pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, StepDraws, UnsupLoss};

@@ -136,6 +136,20 @@ pub struct AdmtLosses {
     pub cutmix: bool,
 }
 
+/// The random draws of one step, in the order the trainer's RNG makes them: the dropout seeds
+/// of the teachers' and the student's train-mode passes, then, while teacher 2 is updated,
+/// the CutMix coin and (when it is below `cutmix_prob`) the CutMix draw. Given explicitly by
+/// the golden tests, which replay the official code's draws.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepDraws {
+    pub teacher_seed: u64,
+    pub student_seed: u64,
+    /// The coin of the CutMix test (`u < cutmix_prob`); None while teacher 1 is updated.
+    pub coin: Option<f64>,
+    /// The CutMix draw; None when there is no CutMix this step.
+    pub cutmix: Option<CutMix>,
+}
+
 /// Student, two teachers, SGD momentum, the alternation, the step counter and the RNG.
 pub struct AdmtTrainer {
     pub student: Model,
@@ -149,6 +163,10 @@ pub struct AdmtTrainer {
     pub lr: f32,
     pub(crate) rng: Pcg32,
     pub(crate) momentum: BTreeMap<String, Tensor>,
+    /// Keep each step's target (compromise label, [`ops::IGNORE`] below the threshold) in
+    /// [`AdmtTrainer::last_target`] (golden tests; off in training).
+    pub keep_targets: bool,
+    pub last_target: Option<Tensor>,
 }
 
 /// Samples stacked along the batch axis (tensors of one dtype whose shapes agree past axis
@@ -218,7 +236,18 @@ impl AdmtTrainer {
             lr,
             rng,
             momentum: BTreeMap::new(),
+            keep_targets: false,
+            last_target: None,
         })
+    }
+
+    /// `teacher ← alpha·teacher + (1 − alpha)·student` over every parameter AND BatchNorm
+    /// buffer (ADMT.md §4 step 11), in place.
+    pub fn ema_update(teacher: &Model, student: &Model, alpha: f32) -> Result<()> {
+        for (name, t) in teacher.params().iter().chain(teacher.buffers()) {
+            adops::ema_into(t, student.get(name)?, alpha)?;
+        }
+        Ok(())
     }
 
     pub fn teacher(&self, t: Teacher) -> &Model {
@@ -260,16 +289,44 @@ impl AdmtTrainer {
         Ok((l, u))
     }
 
-    /// One training iteration (ADMT.md §4).
+    /// One training iteration (ADMT.md §4), its draws from the trainer's RNG.
     pub fn step(&mut self, inp: &AdmtInputs<'_>) -> Result<AdmtLosses> {
+        let (_, u) = self.check_inputs(inp)?;
+        let draws = self.draw(u, &inp.weak.shape()[2..]);
+        self.step_with(inp, &draws)
+    }
+
+    /// This step's draws from the trainer's RNG, for `u` unlabelled samples of spatial shape
+    /// `dims`.
+    pub fn draw(&mut self, u: usize, dims: &[usize]) -> StepDraws {
+        let teacher_seed: u64 = self.rng.random();
+        let student_seed: u64 = self.rng.random();
+        let (mut coin, mut cutmix) = (None, None);
+        if self.schedule.updated == Teacher::Two {
+            let c: f64 = self.rng.random();
+            coin = Some(c);
+            if c < self.cfg.cutmix_prob {
+                cutmix = Some(CutMix::draw(u, dims, &mut self.rng));
+            }
+        }
+        StepDraws {
+            teacher_seed,
+            student_seed,
+            coin,
+            cutmix,
+        }
+    }
+
+    /// One training iteration with the given draws (see [`StepDraws`]); the alternation's next
+    /// period still comes from the trainer's RNG.
+    pub fn step_with(&mut self, inp: &AdmtInputs<'_>, draws: &StepDraws) -> Result<AdmtLosses> {
         let (l, u) = self.check_inputs(inp)?;
         let gpu = self.student.gpu.clone();
         let cfg = self.cfg.clone();
         let k = self.iter;
         let updated = self.schedule.updated;
         let spatial = inp.weak.shape().len() - 2;
-        let teacher_seed: u64 = self.rng.random();
-        let student_seed: u64 = self.rng.random();
+        let (teacher_seed, student_seed) = (draws.teacher_seed, draws.student_seed);
         let dropout = |seed: u64| cfg.dropout.then_some(seed);
 
         // 1. the teachers, fused
@@ -291,11 +348,18 @@ impl AdmtTrainer {
         let (x_s, maps) = match updated {
             Teacher::One => (inp.strong.clone(), maps),
             Teacher::Two => {
-                let coin: f64 = self.rng.random();
-                if coin < cfg.cutmix_prob {
+                if let Some(draw) = &draws.cutmix {
                     cutmix = true;
-                    let draw = CutMix::draw(u, &inp.weak.shape()[2..], &mut self.rng);
-                    let boxes = Tensor::from_u32(&gpu, &adops::cutmix_boxes(&draw)?, &[u * 7])?;
+                    if draw.perm.len() != u || draw.boxes.len() != u {
+                        return Err(Error::op(
+                            "admt step",
+                            format!(
+                                "a CutMix draw for {} samples, the batch has {u}",
+                                draw.perm.len()
+                            ),
+                        ));
+                    }
+                    let boxes = Tensor::from_u32(&gpu, &adops::cutmix_boxes(draw)?, &[u * 7])?;
                     let mix = |t: &Tensor| adops::cutmix(t, &boxes, spatial);
                     let mixed = adops::TeacherMaps {
                         label: mix(&maps.label)?,
@@ -324,6 +388,7 @@ impl AdmtTrainer {
         let dice = ops::softmax_dice(&z_l, inp.labels, DiceKind::MeanClassesAdmt)?;
         let loss_sup = ops::lincomb(&loss_ce, 0.5, &dice.loss, 0.5)?;
         let target = adops::compromise_targets(&maps, &s_label, &s_conf, cfg.threshold)?;
+        self.last_target = self.keep_targets.then(|| target.clone());
         let loss_unsup = match cfg.unsup {
             UnsupLoss::MaskedCe => ops::masked_cross_entropy(&z_s, &target)?,
             UnsupLoss::MaskedDice => ops::dice_loss(
@@ -385,10 +450,7 @@ impl AdmtTrainer {
 
         // 6. EMA into the updated teacher, alternation, LR
         let alpha = ema_alpha(k, cfg.rampup, cfg.ema_cap) as f32;
-        let teacher = self.teacher(updated);
-        for (name, t) in teacher.params().iter().chain(teacher.buffers()) {
-            adops::ema_into(t, self.student.get(name)?, alpha)?;
-        }
+        Self::ema_update(self.teacher(updated), &self.student, alpha)?;
         self.schedule.advance(&mut self.rng);
         self.lr = poly_lr(cfg.base_lr, k, cfg.max_iterations, cfg.lr_power) as f32;
         self.iter = k + 1;
