@@ -2,9 +2,11 @@
 //! tolerances of its README. Used by `tests/golden.rs`; public so that other fixture sets and
 //! tools can reuse it.
 
+pub mod init;
 pub mod parity;
 pub mod prototypes;
 
+pub use init::{hashed_init, hashed_values};
 pub use parity::{Parity, K};
 pub use prototypes::Ranking;
 
@@ -20,6 +22,16 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
+/// The AD-MT fixtures (`<dir>/admt/*.safetensors`, made by `tools/admt_golden.py` from the
+/// official code): `SSNET_ADMT_GOLDEN_DIR`, else `tests/fixtures` in the crate, where the
+/// committed set lives.
+pub fn admt_golden_dir() -> PathBuf {
+    match std::env::var_os("SSNET_ADMT_GOLDEN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
 /// One fixture file, fully in memory.
 pub struct Fixture {
     pub path: PathBuf,
@@ -30,11 +42,15 @@ pub struct Fixture {
 impl Fixture {
     /// `Fixture::load("ops", "softmax_dim1")`.
     pub fn load(folder: &str, stem: &str) -> Result<Fixture> {
-        let dir = golden_dir();
+        Self::load_in(&golden_dir(), folder, stem)
+    }
+
+    /// `Fixture::load_in(&admt_golden_dir(), "admt", "fusion")`.
+    pub fn load_in(dir: &Path, folder: &str, stem: &str) -> Result<Fixture> {
         if !dir.is_dir() {
             return Err(Error::file(
-                &dir,
-                "golden fixture directory not found (set SSNET_GOLDEN_DIR)",
+                dir,
+                "golden fixture directory not found (set SSNET_GOLDEN_DIR, or SSNET_ADMT_GOLDEN_DIR for AD-MT's)",
             ));
         }
         let path = dir.join(folder).join(format!("{stem}.safetensors"));
@@ -119,6 +135,15 @@ impl Fixture {
             ));
         }
         Ok((t.data().to_vec(), t.shape().to_vec()))
+    }
+
+    /// A string from the config JSON.
+    pub fn cfg_str(&self, key: &str) -> Result<String> {
+        self.config
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Error::file(&self.path, format!("config has no string '{key}'")))
     }
 
     /// A number from the config JSON.
