@@ -9,6 +9,7 @@
 //! - [`plan`] and [`own`]: a user's own dataset: the plan (network, patch, spacing, classes)
 //!   and its preprocessed cases as training items;
 //! - [`run`]: [`Run`], the loop with JSONL logs, validation, checkpoints and exact resume;
+//! - [`validate`]: a network scored on the validation cases (Dice, and AD-MT's ACDC HD95);
 //! - [`snapshot`] (PNG panels). Validation and the final predictions use [`crate::infer`].
 
 pub mod augment;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod sampler;
 pub mod sidecar;
 pub mod snapshot;
+pub mod validate;
 
 pub use config::{DatasetKind, Preset, TrainConfig};
 pub use run::{Run, Summary};
