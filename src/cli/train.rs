@@ -27,8 +27,9 @@
 //! when `--out` is not given (neither flag nor config key) the default `runs/<preset>` gets a
 //! `-2`, `-3`, ... suffix instead.
 //!
-//! AD-MT validates at epoch ends (`--val-interval-epochs`), and keeps teacher 1's best as
-//! `best_teacher.safetensors` beside the student's `best`.
+//! `--val-split test|val|holdout:N|FILE` chooses the validation cases of the LA and ACDC
+//! layouts (`train::valsplit`); AD-MT validates at epoch ends (`--val-interval-epochs`), and
+//! keeps teacher 1's best as `best_teacher.safetensors` beside the student's `best`.
 //!
 //! With `final_eval` (the `sample` preset), the test split is then predicted with the best
 //! checkpoint (else the last one): NIfTI label maps and PNG panels in `OUT/predictions/`,
@@ -48,6 +49,7 @@ use crate::train::run::{
     last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, BEST_SIDECAR, BEST_TEACHER,
     BEST_TEACHER_SIDECAR, LAST, LAST_SIDECAR, TRAIN_LOG, VAL_LOG,
 };
+use crate::train::valsplit::{ValSplit, RUN_SPLITS};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,6 +141,15 @@ pub struct TrainArgs {
     /// ⌊unlabelled items / unlabelled samples per batch⌋ iterations).
     #[arg(long, value_name = "N")]
     pub val_interval_epochs: Option<u64>,
+    /// Which cases validate (LA and ACDC layouts): test (the test list: LA's default, as the
+    /// references: the best checkpoint is then selected on the test cases), val (the
+    /// validation list: ACDC's default; LA: a val.list beside train.list), holdout:N (LA: the
+    /// last N scans of train.list, held out of training) or a list file of case ids
+    /// (held out of training where they are training cases). The split is written to
+    /// splits.json beside the checkpoints and reused by --resume. Own data: --val-fraction /
+    /// --val-cases.
+    #[arg(long, value_name = "SPLIT")]
+    pub val_split: Option<String>,
     /// 3D validation window X,Y,Z (default: --patch).
     #[arg(long, value_name = "SIZES")]
     pub val_patch: Option<String>,
@@ -277,6 +288,9 @@ impl TrainArgs {
         if let Some(v) = self.val_interval_epochs {
             put("val_interval_epochs", int("val-interval-epochs", v)?);
         }
+        if let Some(v) = &self.val_split {
+            put("val_split", V::String(v.clone()));
+        }
         if let Some(v) = &self.val_patch {
             put("val_patch", sizes("val-patch", v)?);
         }
@@ -373,6 +387,9 @@ pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Re
     )?;
     let mut inputs = files_below(&cfg.data, 3);
     inputs.extend(config_file.map(Path::to_path_buf));
+    if let Some(ValSplit::List(list)) = cfg.val_split.as_deref().map(ValSplit::parse).transpose()? {
+        inputs.push(list);
+    }
     let mut writes = vec![
         cfg.out.join("config.toml"),
         lg.join(TRAIN_LOG),
@@ -383,6 +400,9 @@ pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Re
     }
     if cfg.method == Method::Admt {
         writes.extend([ck.join(BEST_TEACHER), ck.join(BEST_TEACHER_SIDECAR)]);
+    }
+    if cfg.val_split.is_some() {
+        writes.push(ck.join(RUN_SPLITS));
     }
     let mut write_dirs = vec![];
     if cfg.final_eval {

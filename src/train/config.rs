@@ -170,6 +170,13 @@ pub struct TrainConfig {
     /// every `val_interval` iterations (this key is refused for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_interval_epochs: Option<u64>,
+    /// Which cases validate a run of the LA or ACDC layout ([`super::valsplit`]): `test`
+    /// (the test list), `val` (the validation list), `holdout:N` (LA: the last N scans of
+    /// `train.list`, held out of training) or a list file of case ids. Absent: what the
+    /// reference does, `test` for LA (the best checkpoint is then selected on the test
+    /// cases) and `val` for ACDC. Own data: `--val-fraction` / `--val-cases` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_split: Option<String>,
     /// 3D validation: sliding-window patch (empty: `patch`) and strides.
     #[serde(default)]
     pub val_patch: Vec<usize>,
@@ -244,6 +251,7 @@ impl TrainConfig {
                 val_interval: 200,
                 val_start: 2000,
                 val_interval_epochs: None,
+                val_split: None,
                 val_patch: vec![],
                 val_stride_xy: 18,
                 val_stride_z: 4,
@@ -492,6 +500,16 @@ impl TrainConfig {
                 "val_interval_epochs",
                 "applies to method = admt (AD-MT validates by epochs, as its reference); SS-Net validates every val_interval iterations: use --val-interval".into(),
             );
+        }
+        if let Some(v) = &self.val_split {
+            let split = super::valsplit::ValSplit::parse(v)?;
+            if self.own.is_some() {
+                return Err(Error::config(format!(
+                    "{} = {v:?} applies to the LA and ACDC layouts; an own dataset holds out its validation cases with --val-fraction F or --val-cases FILE",
+                    super::valsplit::OPTION
+                )));
+            }
+            split.check_dataset(self.dataset)?;
         }
         Ok(())
     }

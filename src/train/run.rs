@@ -54,11 +54,17 @@
 //! (seconds of training so far, across resumes) and `step_s`. `val.jsonl`: one line per
 //! validation ([`Validation`]). A resumed run first drops the lines past the checkpoint's
 //! iteration.
+//!
+//! # Validation cases
+//! LA `test.list` and ACDC `splits/val.list` by default, as the references; `val_split`
+//! chooses others ([`super::valsplit`]: the split is written to `splits.json` beside the
+//! checkpoints and read back on resume).
 
 use super::config::{DatasetKind, Method, TrainConfig, LOCATION_KEYS};
-use super::data::{validation_cases, TrainSet};
+use super::data::{validation_cases_of, validation_source, TrainSet};
 use super::sampler::{SamplerState, TwoStreamSampler};
 use super::validate::{improves, score, Best, Scores, TeacherBests, TeacherLine};
+use super::valsplit::{RunSplit, RUN_SPLITS};
 use crate::admt::{AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
 use crate::data::dataset::Case;
 use crate::error::{Error, Result};
@@ -289,6 +295,10 @@ impl Run {
         let cfg_path = cfg.out.join("config.toml");
         std::fs::write(&cfg_path, cfg.to_toml()?)
             .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
+        // The split `val_split` chose, beside the checkpoints (a resume reads it there).
+        if let Some(split) = &train.split {
+            split.write(&cfg.checkpoint_dir())?;
+        }
         for log in [TRAIN_LOG, VAL_LOG] {
             let p = cfg.log_dir().join(log);
             std::fs::write(&p, "")
@@ -315,7 +325,19 @@ impl Run {
     /// applied to its configuration (e.g. `max_iterations` to train longer).
     pub fn resume(gpu: &Arc<Gpu>, path: &Path, overrides: &toml::Table) -> Result<Run> {
         let (cfg, contents, state) = Self::read_resume(path, overrides)?;
-        let train = TrainSet::open(&cfg)?;
+        let file = last_checkpoint(path);
+        // A run split by `val_split` trains and validates on the cases it wrote.
+        let train = match &cfg.val_split {
+            Some(v) if cfg.own.is_none() => {
+                let dir = file
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let split = RunSplit::read(dir, v)?;
+                TrainSet::open_with(&cfg, Some((split, &dir.join(RUN_SPLITS))))?
+            }
+            _ => TrainSet::open(&cfg)?,
+        };
         Self::restore(
             gpu,
             cfg,
@@ -400,8 +422,9 @@ impl Run {
         );
         let saved = TrainConfig::from_table(table, Some(&file.display().to_string()))?;
         let cfg = saved.with_overrides(overrides)?;
-        let fixed: [(&str, bool); 5] = [
+        let fixed: [(&str, bool); 6] = [
             ("method", cfg.method == saved.method),
+            ("val_split", cfg.val_split == saved.val_split),
             ("dataset", cfg.dataset == saved.dataset),
             ("labelnum", cfg.labelnum == saved.labelnum),
             ("batch_size", cfg.batch_size == saved.batch_size),
@@ -683,7 +706,7 @@ impl Run {
     /// Read the validation cases, unless they are.
     fn load_validation_cases(&mut self) -> Result<()> {
         if self.val.is_none() {
-            self.val = Some(validation_cases(&self.cfg)?);
+            self.val = Some(validation_cases_of(&self.cfg, self.train.split.as_ref())?);
         }
         Ok(())
     }
@@ -703,8 +726,8 @@ impl Run {
         })
     }
 
-    /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list;
-    /// mean Dice over cases and foreground classes (a class
+    /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list
+    /// (or the cases of `val_split`); mean Dice over cases and foreground classes (a class
     /// absent from a prediction scores 0). Writes a snapshot PNG of the first case when
     /// enabled. `None` without cases. AD-MT: the student's scores.
     pub fn validate(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
@@ -784,7 +807,8 @@ impl Run {
     }
 
     /// Say what validates this run (when a validation falls within iterations
-    /// `start+1..=stop`): how many cases, when.
+    /// `start+1..=stop`): how many cases of which list, when; for LA's default, that the
+    /// best checkpoint is selected on the test cases, as the reference does.
     fn say_validation(&self, pb: &ProgressBar, start: u64, stop: u64, epoch_len: u64) {
         let Some(n) = self.val.as_ref().map(Vec::len).filter(|&n| n > 0) else {
             return;
@@ -810,7 +834,22 @@ impl Run {
         } else {
             ids.join(", ")
         };
-        self.say(pb, &format!("validation on {n} cases ({shown}), {when}"));
+        self.say(
+            pb,
+            &format!(
+                "validation on {n} cases of {} ({shown}), {when}",
+                validation_source(&self.cfg, self.train.split.as_ref())
+            ),
+        );
+        if self.cfg.dataset == DatasetKind::La
+            && self.cfg.own.is_none()
+            && self.train.split.is_none()
+        {
+            self.say(
+                pb,
+                "note: the best checkpoint is selected on the test cases (test.list), as the reference does; --val-split holdout:N (or val, or a list file) validates on held-out cases instead",
+            );
+        }
     }
 
     /// AD-MT's validation after iteration `it` (module docs): the scores logged, the
@@ -1140,7 +1179,7 @@ fn prepare(
     train.preload(cfg.ignore_affine)?;
     match val {
         Some(v) => Ok(Some(v)),
-        None if validates => Ok(Some(validation_cases(cfg)?)),
+        None if validates => Ok(Some(validation_cases_of(cfg, train.split.as_ref())?)),
         None => Ok(None),
     }
 }
@@ -1154,6 +1193,7 @@ fn remove_stale(cfg: &TrainConfig) {
         BEST_SIDECAR,
         BEST_TEACHER,
         BEST_TEACHER_SIDECAR,
+        RUN_SPLITS,
     ];
     for p in checkpoint::remove_stale_temporaries(&cfg.checkpoint_dir(), &names) {
         eprintln!(
