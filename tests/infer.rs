@@ -560,35 +560,6 @@ fn cli_eval_checkpoint_on_tiny_acdc_layout() {
     assert_eq!(std::fs::read_to_string(&csv2).unwrap(), csv);
 }
 
-/// A copy of a real LA `mri_norm2.h5` whose `image` and `label` datasets are cut down to
-/// `dims` (their dataspace extents patched; the chunked data stays, the reader takes the
-/// corner `[0..dims]`).
-fn shrink_la_h5(src: &Path, dst: &Path, dims: [u64; 3]) {
-    let mut b = std::fs::read(src).unwrap();
-    let q = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-    let (mut found, mut i) = (0, 0);
-    while i + 64 < b.len() {
-        // A version-1 object header message: type 1 (dataspace), 56 bytes, version 1, rank 3,
-        // dims then max dims (8 bytes each).
-        if b[i..i + 4] == [1, 0, 56, 0]
-            && b[i + 8] == 1
-            && b[i + 9] == 3
-            && (0..3).all(|k| q(&b, i + 16 + 8 * k) == q(&b, i + 40 + 8 * k))
-        {
-            for k in 0..6 {
-                b[i + 16 + 8 * k..i + 24 + 8 * k].copy_from_slice(&dims[k % 3].to_le_bytes());
-            }
-            found += 1;
-            i += 56;
-        } else {
-            i += 1;
-        }
-    }
-    assert_eq!(found, 2, "image and label dataspaces");
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::write(dst, b).unwrap();
-}
-
 /// `predict` on an `.h5` and `eval --checkpoint` on a tiny LA layout (one 32×32×16 case cut
 /// from a real file: one patch each). The corner of an LA crop holds no atrium, so the
 /// metrics are those of an empty ground truth; the point is the LA path end to end.

@@ -200,6 +200,15 @@ fn bad_inputs_are_one_line_errors_naming_the_file_and_nothing_is_written() {
     let d = plain(&t("alllabelled"), 4, 4);
     refuses(&d, &[], "alllabelled", "no unlabelled case");
 
+    // --val-split is for the LA / ACDC layouts: own data holds out with its own flags.
+    let d = plain(&t("valsplit"), 3, 2);
+    refuses(
+        &d,
+        &["--val-split", "test"],
+        "--val-split",
+        "--val-fraction F or --val-cases FILE",
+    );
+
     // A label without its image.
     let d = plain(&t("orphan"), 3, 2);
     let (v, l) = scan(0, 1);

@@ -27,6 +27,10 @@
 //! when `--out` is not given (neither flag nor config key) the default `runs/<preset>` gets a
 //! `-2`, `-3`, ... suffix instead.
 //!
+//! `--val-split test|val|holdout:N|FILE` chooses the validation cases of the LA and ACDC
+//! layouts (`train::valsplit`); AD-MT validates at epoch ends (`--val-interval-epochs`), and
+//! keeps teacher 1's best as `best_teacher.safetensors` beside the student's `best`.
+//!
 //! With `final_eval` (the `sample` preset), the test split is then predicted with the best
 //! checkpoint (else the last one): NIfTI label maps and PNG panels in `OUT/predictions/`,
 //! the metrics table on stdout and `OUT/predictions/metrics.csv`.
@@ -42,9 +46,10 @@ use crate::nn::Model;
 use crate::train::config::{DatasetKind, Method, Preset, TrainConfig};
 use crate::train::data::test_cases;
 use crate::train::run::{
-    last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, BEST_SIDECAR, LAST,
-    LAST_SIDECAR, TRAIN_LOG, VAL_LOG,
+    last_checkpoint, predict_case, write_case_png, Run, Summary, BEST, BEST_SIDECAR, BEST_TEACHER,
+    BEST_TEACHER_SIDECAR, LAST, LAST_SIDECAR, TRAIN_LOG, VAL_LOG,
 };
+use crate::train::valsplit::{ValSplit, RUN_SPLITS};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,12 +129,27 @@ pub struct TrainArgs {
     pub dropout: Option<bool>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Validate every N iterations (0: never).
+    /// Validate every N iterations (0: never). SS-Net's schedule; given to an AD-MT run, it
+    /// replaces AD-MT's epoch schedule.
     #[arg(long)]
     pub val_interval: Option<u64>,
-    /// First iteration that may validate.
+    /// First iteration that may validate (with --val-interval).
     #[arg(long)]
     pub val_start: Option<u64>,
+    /// AD-MT: validate at the end of every N epochs (epoch 0 included) and after the last
+    /// iteration, as the official code (default 4 for LA / 3D, 2 for ACDC / 2D; an epoch is
+    /// ⌊unlabelled items / unlabelled samples per batch⌋ iterations).
+    #[arg(long, value_name = "N")]
+    pub val_interval_epochs: Option<u64>,
+    /// Which cases validate (LA and ACDC layouts): test (the test list: LA's default, as the
+    /// references: the best checkpoint is then selected on the test cases), val (the
+    /// validation list: ACDC's default; LA: a val.list beside train.list), holdout:N (LA: the
+    /// last N scans of train.list, held out of training) or a list file of case ids
+    /// (held out of training where they are training cases). The split is written to
+    /// splits.json beside the checkpoints and reused by --resume. Own data: --val-fraction /
+    /// --val-cases.
+    #[arg(long, value_name = "SPLIT")]
+    pub val_split: Option<String>,
     /// 3D validation window X,Y,Z (default: --patch).
     #[arg(long, value_name = "SIZES")]
     pub val_patch: Option<String>,
@@ -265,6 +285,12 @@ impl TrainArgs {
         if let Some(v) = self.val_start {
             put("val_start", int("val-start", v)?);
         }
+        if let Some(v) = self.val_interval_epochs {
+            put("val_interval_epochs", int("val-interval-epochs", v)?);
+        }
+        if let Some(v) = &self.val_split {
+            put("val_split", V::String(v.clone()));
+        }
         if let Some(v) = &self.val_patch {
             put("val_patch", sizes("val-patch", v)?);
         }
@@ -361,6 +387,9 @@ pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Re
     )?;
     let mut inputs = files_below(&cfg.data, 3);
     inputs.extend(config_file.map(Path::to_path_buf));
+    if let Some(ValSplit::List(list)) = cfg.val_split.as_deref().map(ValSplit::parse).transpose()? {
+        inputs.push(list);
+    }
     let mut writes = vec![
         cfg.out.join("config.toml"),
         lg.join(TRAIN_LOG),
@@ -368,6 +397,12 @@ pub(crate) fn check_outputs(cfg: &TrainConfig, config_file: Option<&Path>) -> Re
     ];
     for n in [LAST, BEST, LAST_SIDECAR, BEST_SIDECAR] {
         writes.push(ck.join(n));
+    }
+    if cfg.method == Method::Admt {
+        writes.extend([ck.join(BEST_TEACHER), ck.join(BEST_TEACHER_SIDECAR)]);
+    }
+    if cfg.val_split.is_some() {
+        writes.push(ck.join(RUN_SPLITS));
     }
     let mut write_dirs = vec![];
     if cfg.final_eval {
@@ -431,13 +466,23 @@ pub(crate) fn print_summary(cfg: &TrainConfig, s: &Summary) {
             l.loss, l.loss_sup, l.loss_ce, l.loss_dice, l.loss_unsup, l.unsup_weight, l.lr
         );
     }
+    let admt = cfg.method == Method::Admt;
+    let who = if admt { " (student)" } else { "" };
     match s.best {
         Some((d, it)) => println!(
-            "best validation Dice {d:.4} at iteration {it}: {}",
+            "best validation Dice{who} {d:.4} at iteration {it}: {}",
             s.checkpoint_dir.join(BEST).display()
         ),
-        None if cfg.val_interval == 0 => println!("no validation (val_interval = 0)"),
+        None if cfg.val_interval == 0 && cfg.val_epochs().is_none() => {
+            println!("no validation (val_interval = 0)")
+        }
         None => println!("no validation improved on Dice 0 (no {BEST})"),
+    }
+    if let (true, Some((d, it))) = (admt, s.best_teacher) {
+        println!(
+            "best validation Dice (teacher 1) {d:.4} at iteration {it}: {}",
+            s.checkpoint_dir.join(BEST_TEACHER).display()
+        );
     }
     println!("last checkpoint: {}", s.checkpoint_dir.join(LAST).display());
     println!("logs: {}", s.log_dir.join("train.jsonl").display());

@@ -162,6 +162,21 @@ pub struct TrainConfig {
     pub val_interval: u64,
     /// First iteration at which validation may run (LA: 2000; ACDC: 0).
     pub val_start: u64,
+    /// AD-MT: validate at the end of every this many epochs (epoch 0 included) and after the
+    /// last iteration, as the official code (`test_interval_ep`); an epoch is ⌊unlabelled
+    /// items / unlabelled samples per batch⌋ iterations. Absent: 4 for the 3D (LA) recipe
+    /// and 2 for the 2D (ACDC) one, unless `val_interval` is given, which then applies
+    /// (stored as 0: every `val_interval` iterations from `val_start`). SS-Net validates
+    /// every `val_interval` iterations (this key is refused for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_interval_epochs: Option<u64>,
+    /// Which cases validate a run of the LA or ACDC layout ([`super::valsplit`]): `test`
+    /// (the test list), `val` (the validation list), `holdout:N` (LA: the last N scans of
+    /// `train.list`, held out of training) or a list file of case ids. Absent: what the
+    /// reference does, `test` for LA (the best checkpoint is then selected on the test
+    /// cases) and `val` for ACDC. Own data: `--val-fraction` / `--val-cases` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_split: Option<String>,
     /// 3D validation: sliding-window patch (empty: `patch`) and strides.
     #[serde(default)]
     pub val_patch: Vec<usize>,
@@ -192,6 +207,15 @@ pub struct TrainConfig {
     /// applies (`la`: 3D VNet, `acdc`: 2D UNet). See [`super::plan`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own: Option<OwnData>,
+}
+
+/// AD-MT's validation interval in epochs by recipe, as its configurations: 4 for LA
+/// (`config_3d_la_aut.yml`), 2 for ACDC (`config_2d_aut.yml`).
+pub fn admt_val_epochs(kind: DatasetKind) -> u64 {
+    match kind {
+        DatasetKind::La => 4,
+        DatasetKind::Acdc => 2,
+    }
 }
 
 /// Keys of where a run writes: kept out of checkpoints (a checkpoint's bytes do not depend
@@ -226,6 +250,8 @@ impl TrainConfig {
                 seed: 1337,
                 val_interval: 200,
                 val_start: 2000,
+                val_interval_epochs: None,
+                val_split: None,
                 val_patch: vec![],
                 val_stride_xy: 18,
                 val_stride_z: 4,
@@ -356,9 +382,34 @@ impl TrainConfig {
         self.log_dir.clone().unwrap_or_else(|| self.out.clone())
     }
 
-    /// Whether validation runs after iteration `iter` (counted from 1).
+    /// Whether validation runs after iteration `iter` (counted from 1), every `val_interval`
+    /// iterations from `val_start` (SS-Net; AD-MT when [`TrainConfig::val_epochs`] is `None`).
     pub fn validates_at(&self, iter: u64) -> bool {
         self.val_interval > 0 && iter >= self.val_start && iter.is_multiple_of(self.val_interval)
+    }
+
+    /// AD-MT's validation interval in epochs ([`TrainConfig::val_interval_epochs`], its
+    /// default resolved); `None`: validation follows `val_interval` (always for SS-Net).
+    pub fn val_epochs(&self) -> Option<u64> {
+        match (self.method, self.val_interval_epochs) {
+            (Method::Ssnet, _) | (Method::Admt, Some(0)) => None,
+            (Method::Admt, Some(k)) => Some(k),
+            (Method::Admt, None) => Some(admt_val_epochs(self.dataset)),
+        }
+    }
+
+    /// Whether validation runs after iteration `iter` (counted from 1) of a run whose epochs
+    /// last `epoch_len` iterations: AD-MT's schedule (the end of epochs 0, k, 2k, ... and
+    /// the last iteration, `max_iterations`), else [`TrainConfig::validates_at`].
+    pub fn validates_after(&self, iter: u64, epoch_len: u64) -> bool {
+        match self.val_epochs() {
+            None => self.validates_at(iter),
+            Some(k) => {
+                let e = epoch_len.max(1);
+                iter == self.max_iterations
+                    || (iter.is_multiple_of(e) && (iter / e - 1).is_multiple_of(k))
+            }
+        }
     }
 
     /// Range checks; each error is one line naming the key.
@@ -444,6 +495,22 @@ impl TrainConfig {
         if self.out.as_os_str().is_empty() {
             return bad("out", "is empty: name the run folder".into());
         }
+        if self.method == Method::Ssnet && self.val_interval_epochs.is_some() {
+            return bad(
+                "val_interval_epochs",
+                "applies to method = admt (AD-MT validates by epochs, as its reference); SS-Net validates every val_interval iterations: use --val-interval".into(),
+            );
+        }
+        if let Some(v) = &self.val_split {
+            let split = super::valsplit::ValSplit::parse(v)?;
+            if self.own.is_some() {
+                return Err(Error::config(format!(
+                    "{} = {v:?} applies to the LA and ACDC layouts; an own dataset holds out its validation cases with --val-fraction F or --val-cases FILE",
+                    super::valsplit::OPTION
+                )));
+            }
+            split.check_dataset(self.dataset)?;
+        }
         Ok(())
     }
 
@@ -509,10 +576,22 @@ impl TrainConfig {
         let mut table = toml::Table::try_from(Self::preset(preset))
             .map_err(|e| Error::config(format!("preset {}: {e}", preset.name())))?;
         let what = file.map(|f| f.1.display().to_string());
+        let interval_given =
+            file_table.contains_key("val_interval") || overrides.contains_key("val_interval");
         for (k, v) in file_table {
             table.insert(k, v);
         }
-        Self::from_table(table, what.as_deref())?.with_overrides(overrides)
+        let mut cfg = Self::from_table(table, what.as_deref())?.with_overrides(overrides)?;
+        // AD-MT validates by epochs unless an iteration interval was asked for (written out,
+        // so that config.toml says what the run does).
+        if cfg.method == Method::Admt && cfg.val_interval_epochs.is_none() {
+            cfg.val_interval_epochs = Some(if interval_given {
+                0
+            } else {
+                admt_val_epochs(cfg.dataset)
+            });
+        }
+        Ok(cfg)
     }
 
     /// Deserialise a full table (unknown keys and wrong types are errors naming the key).
@@ -532,7 +611,14 @@ impl TrainConfig {
         for (k, v) in overrides {
             table.insert(k.clone(), v.clone());
         }
-        let cfg = Self::from_table(table, None)?;
+        let mut cfg = Self::from_table(table, None)?;
+        // An iteration interval given to an AD-MT run replaces its epoch schedule.
+        if cfg.method == Method::Admt
+            && overrides.contains_key("val_interval")
+            && !overrides.contains_key("val_interval_epochs")
+        {
+            cfg.val_interval_epochs = Some(0);
+        }
         cfg.validate()?;
         Ok(cfg)
     }

@@ -13,6 +13,7 @@
 
 use super::augment;
 use super::config::{DatasetKind, TrainConfig};
+use super::valsplit::{RunSplit, ValSplit};
 use crate::data::dataset::{AcdcDataset, Case, LaDataset, Split};
 use crate::data::nifti;
 use crate::error::{Error, Result};
@@ -55,6 +56,8 @@ pub struct TrainSet {
     pub labelled: usize,
     /// What the labelled items are, for messages ("4 of 12 scans", "68 slices of 3 patients").
     pub describe: String,
+    /// The split `val_split` chose (its training items are this set's), when one was given.
+    pub split: Option<RunSplit>,
     cache: HashMap<String, Arc<Case>>,
 }
 
@@ -79,8 +82,16 @@ pub fn labelled_slices(cases: &[&str], patients: usize) -> usize {
 }
 
 impl TrainSet {
-    /// Open the dataset of `cfg` (lists checked; volumes read lazily).
+    /// Open the dataset of `cfg` (lists checked; volumes read lazily). With `val_split`,
+    /// the split is chosen now ([`RunSplit::choose_la`] / [`RunSplit::choose_acdc`]): its
+    /// validation cases leave the training streams.
     pub fn open(cfg: &TrainConfig) -> Result<TrainSet> {
+        Self::open_with(cfg, None)
+    }
+
+    /// [`TrainSet::open`] with the split a run wrote (`saved`: resume), which then gives the
+    /// training items instead of the lists; `file` names it in errors.
+    pub fn open_with(cfg: &TrainConfig, saved: Option<(RunSplit, &Path)>) -> Result<TrainSet> {
         if cfg.own.is_some() {
             return Ok(super::own::open_run(cfg)?.0);
         }
@@ -95,7 +106,7 @@ impl TrainSet {
         }
         match cfg.dataset {
             DatasetKind::La => {
-                let ds = LaDataset::open(&cfg.data)?;
+                let mut ds = LaDataset::open(&cfg.data)?;
                 let n = ds.train.len();
                 if cfg.labelnum >= n {
                     return Err(Error::config(format!(
@@ -104,17 +115,32 @@ impl TrainSet {
                         cfg.data.join("train.list").display()
                     )));
                 }
+                let split = match (saved, &cfg.val_split) {
+                    (Some((s, file)), _) => {
+                        check_labelled(&s, cfg.labelnum, file)?;
+                        s.apply_la(&mut ds, file)?;
+                        Some(s)
+                    }
+                    (None, Some(v)) => {
+                        let s = RunSplit::choose_la(&ds, cfg.labelnum, &ValSplit::parse(v)?)?;
+                        ds.train = s.training().cloned().collect();
+                        Some(s)
+                    }
+                    (None, None) => None,
+                };
+                let len = ds.train.len();
                 Ok(TrainSet {
                     kind: cfg.dataset,
-                    len: n,
+                    len,
                     labelled: cfg.labelnum,
-                    describe: format!("{} of {n} scans", cfg.labelnum),
+                    describe: format!("{} of {len} scans", cfg.labelnum),
                     source: Source::La(ds),
+                    split,
                     cache: HashMap::new(),
                 })
             }
             DatasetKind::Acdc => {
-                let ds = AcdcDataset::open(&cfg.data)?;
+                let mut ds = AcdcDataset::open(&cfg.data)?;
                 if ds.train_slices.is_empty() {
                     return Err(Error::file(
                         cfg.data.join("splits/train_slices.list"),
@@ -133,18 +159,32 @@ impl TrainSet {
                         patients.len()
                     )));
                 }
-                let labelled = labelled_slices(&names, cfg.labelnum);
-                let len = names.len();
+                let mut labelled = labelled_slices(&names, cfg.labelnum);
+                let patients = patients.len();
+                let split = match (saved, &cfg.val_split) {
+                    (Some((s, file)), _) => {
+                        s.apply_acdc(&mut ds, file)?;
+                        labelled = s.labelled.len();
+                        Some(s)
+                    }
+                    (None, Some(v)) => {
+                        let s = RunSplit::choose_acdc(&ds, cfg.labelnum, &ValSplit::parse(v)?)?;
+                        s.apply_acdc(&mut ds, &cfg.data)?;
+                        Some(s)
+                    }
+                    (None, None) => None,
+                };
+                let len = ds.train_slices.len();
                 Ok(TrainSet {
                     kind: cfg.dataset,
                     len,
                     labelled,
                     describe: format!(
-                        "{labelled} of {len} slices ({} of {} patients)",
-                        cfg.labelnum,
-                        patients.len()
+                        "{labelled} of {len} slices ({} of {patients} patients)",
+                        cfg.labelnum
                     ),
                     source: Source::Acdc(ds),
+                    split,
                     cache: HashMap::new(),
                 })
             }
@@ -172,6 +212,7 @@ impl TrainSet {
             labelled,
             describe: format!("{labelled} of {} items", items.len()),
             source: Source::Memory(items),
+            split: None,
             cache: HashMap::new(),
         })
     }
@@ -330,31 +371,74 @@ pub fn check_affines(image: &Path, label: &Path, ignore: bool) -> Result<()> {
     Ok(())
 }
 
-/// The cases validation runs on: LA `test.list` (as the reference), ACDC `val.list`.
+/// The labelled stream of a saved split has the size the configuration gives.
+fn check_labelled(s: &RunSplit, labelled: usize, file: &Path) -> Result<()> {
+    if s.labelled.len() != labelled {
+        return Err(Error::file(
+            file,
+            format!(
+                "{} labelled items, the run's configuration gives {labelled}: restore the run's own files",
+                s.labelled.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The cases validation runs on: LA `test.list` (as the reference), ACDC `val.list`; with
+/// `val_split`, the validation cases of the split the training set was opened with
+/// ([`validation_cases_of`]).
 pub fn validation_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
+    validation_cases_of(cfg, None)
+}
+
+/// The validation cases of `split` (when given), else [`validation_cases`]' defaults.
+pub fn validation_cases_of(cfg: &TrainConfig, split: Option<&RunSplit>) -> Result<Vec<Case>> {
     if cfg.own.is_some() {
         // An own dataset: the held-out cases of the run's split, preprocessed.
         return Ok(super::own::open_run(cfg)?.1);
     }
-    match cfg.dataset {
-        DatasetKind::La => {
+    match (cfg.dataset, split) {
+        (DatasetKind::La, Some(s)) => {
+            let ds = LaDataset::open(&cfg.data)?;
+            s.validation.iter().map(|id| ds.load(id)).collect()
+        }
+        (DatasetKind::Acdc, Some(s)) => {
+            let ds = AcdcDataset::open(&cfg.data)?;
+            s.validation.iter().map(|id| ds.load(id)).collect()
+        }
+        (DatasetKind::La, None) => {
             let ds = LaDataset::open(&cfg.data)?;
             ds.test.iter().map(|id| ds.load(id)).collect()
         }
-        DatasetKind::Acdc => {
+        (DatasetKind::Acdc, None) => {
             let ds = AcdcDataset::open(&cfg.data)?;
             ds.cases(Split::Val).iter().map(|id| ds.load(id)).collect()
         }
     }
 }
 
-/// The cases of the final evaluation: the test list of either layout.
+/// Where the validation cases come from, for messages.
+pub fn validation_source(cfg: &TrainConfig, split: Option<&RunSplit>) -> String {
+    match (cfg.own.is_some(), split, cfg.dataset) {
+        (true, _, _) => "the run's split (splits.json)".into(),
+        (false, Some(s), _) => format!("--val-split {}", s.val_split),
+        (false, None, DatasetKind::La) => "test.list".into(),
+        (false, None, DatasetKind::Acdc) => "splits/val.list".into(),
+    }
+}
+
+/// The cases of the final evaluation: the test list of either layout (whatever
+/// `val_split` says); own data: its validation cases.
 pub fn test_cases(cfg: &TrainConfig) -> Result<Vec<Case>> {
     if cfg.own.is_some() {
         return validation_cases(cfg);
     }
     match cfg.dataset {
-        DatasetKind::La => validation_cases(cfg),
+        DatasetKind::La => {
+            let ds = LaDataset::open(&cfg.data)?;
+            ds.test.iter().map(|id| ds.load(id)).collect()
+        }
         DatasetKind::Acdc => {
             let ds = AcdcDataset::open(&cfg.data)?;
             ds.cases(Split::Test).iter().map(|id| ds.load(id)).collect()

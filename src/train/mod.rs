@@ -9,6 +9,9 @@
 //! - [`plan`] and [`own`]: a user's own dataset: the plan (network, patch, spacing, classes)
 //!   and its preprocessed cases as training items;
 //! - [`run`]: [`Run`], the loop with JSONL logs, validation, checkpoints and exact resume;
+//! - [`valsplit`]: which cases validate an LA / ACDC run (`val_split`), written to the run's
+//!   `splits.json`;
+//! - [`validate`]: a network scored on the validation cases (Dice, and AD-MT's ACDC HD95);
 //! - [`snapshot`] (PNG panels). Validation and the final predictions use [`crate::infer`].
 
 pub mod augment;
@@ -22,6 +25,8 @@ pub mod run;
 pub mod sampler;
 pub mod sidecar;
 pub mod snapshot;
+pub mod validate;
+pub mod valsplit;
 
 pub use config::{DatasetKind, Preset, TrainConfig};
 pub use run::{Run, Summary};

@@ -3,12 +3,20 @@
 //! resume.
 //!
 //! # AD-MT (`method = "admt"`)
-//! The same sampler, augmentation, validation, logs and sidecars. Each batch (labelled first)
+//! The same sampler, augmentation, logs and sidecars. Each batch (labelled first)
 //! is split into the labelled crops and the weak unlabelled crops; while teacher 1 is updated
 //! the strong views are drawn from the augmentation stream on the CPU
 //! ([`crate::admt::strong`]). AD-MT's own RNG (saved in its state) drives its draws; the
-//! step stream is still drawn once per iteration. The student is validated and saved as
-//! `best.safetensors` (variant `admt`); `last.safetensors` is the AD-MT resume file
+//! step stream is still drawn once per iteration.
+//!
+//! Validation is AD-MT's official one ([`TrainConfig::validates_after`]): at the end of
+//! epochs 0, k, 2k, ... (an epoch: ⌊unlabelled items / unlabelled samples per batch⌋
+//! iterations; k = 4 for LA, 2 for ACDC) and after the last iteration; the student and
+//! teacher 1 are scored (and teacher 2 for ACDC, with each class's HD95), in eval mode
+//! ([`super::validate`]). The student at its best is `best.safetensors` (variant `admt`,
+//! compared unrounded, as the official `best_dice_stu`), teacher 1 at its best
+//! `best_teacher.safetensors` (compared as SS-Net's: rounded to 4 decimals for LA);
+//! the teachers' bests are in the run state. `last.safetensors` is the AD-MT resume file
 //! ([`crate::admt::resume`]: `student.`, `teacher1.`, `teacher2.`, `momentum.` tensors and
 //! its state) with the run's `ssnet.train.*` metadata beside it. The poly LR follows
 //! `max_iterations`, so an interrupted run equals the straight run only when both have the
@@ -44,16 +52,23 @@
 //! # Logs
 //! `train.jsonl`: one line per iteration, every field of [`StepLosses`] plus `time_s`
 //! (seconds of training so far, across resumes) and `step_s`. `val.jsonl`: one line per
-//! validation. A resumed run first drops the lines past the checkpoint's iteration.
+//! validation ([`Validation`]). A resumed run first drops the lines past the checkpoint's
+//! iteration.
+//!
+//! # Validation cases
+//! LA `test.list` and ACDC `splits/val.list` by default, as the references; `val_split`
+//! chooses others ([`super::valsplit`]: the split is written to `splits.json` beside the
+//! checkpoints and read back on resume).
 
 use super::config::{DatasetKind, Method, TrainConfig, LOCATION_KEYS};
-use super::data::{validation_cases, TrainSet};
+use super::data::{validation_cases_of, validation_source, TrainSet};
 use super::sampler::{SamplerState, TwoStreamSampler};
+use super::validate::{improves, score, Best, Scores, TeacherBests, TeacherLine};
+use super::valsplit::{RunSplit, RUN_SPLITS};
 use crate::admt::{AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
 use crate::data::dataset::Case;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::metrics;
 use crate::nn::{checkpoint, spec, Model, FEAT_DIM};
 use crate::ssnet::{StepInputs, StepLosses, Trainer};
 use crate::tensor::Tensor;
@@ -71,7 +86,10 @@ pub use super::learner::Learner;
 pub(crate) use super::learner::{admt_tensors, Stepped};
 pub use super::predict::{infer_config, predict_case, write_case_png};
 pub(crate) use super::sidecar::write_sidecar;
-pub use super::sidecar::{read_sidecar, sidecar_path, Sidecar, BEST_SIDECAR, LAST_SIDECAR};
+pub use super::sidecar::{
+    read_sidecar, sidecar_path, Sidecar, BEST_SIDECAR, BEST_TEACHER, BEST_TEACHER_SIDECAR,
+    LAST_SIDECAR,
+};
 
 /// Metadata keys of `last.safetensors` / `best.safetensors`.
 pub const META_STATE: &str = "ssnet.train.state";
@@ -110,9 +128,13 @@ pub struct RunState {
     pub sampler: SamplerState,
     pub aug_rng: Pcg32,
     pub step_rng: Pcg32,
+    /// AD-MT: the teachers' best validations (absent for SS-Net, whose state keeps its bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teachers: Option<TeacherBests>,
 }
 
-/// One validation.
+/// One validation (a line of `val.jsonl`). AD-MT: the top-level scores are the student's;
+/// `epoch`, `class_hd95` (ACDC recipe) and the teachers' lines are added.
 #[derive(Clone, Debug, Serialize)]
 pub struct Validation {
     pub iter: u64,
@@ -123,6 +145,17 @@ pub struct Validation {
     pub best_dice: f64,
     pub best_iter: u64,
     pub time_s: f64,
+    /// AD-MT: the epoch (from 0) this validation ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// AD-MT, ACDC recipe: per foreground class, mean HD95 over cases (voxels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_hd95: Option<Vec<f64>>,
+    /// AD-MT: teacher 1 (both recipes) and teacher 2 (ACDC recipe), as the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher1: Option<TeacherLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher2: Option<TeacherLine>,
 }
 
 /// The end of a run.
@@ -131,6 +164,8 @@ pub struct Summary {
     pub iterations: u64,
     pub iterations_this_run: u64,
     pub best: Option<(f64, u64)>,
+    /// AD-MT: teacher 1's best validation (`best_teacher.safetensors`).
+    pub best_teacher: Option<(f64, u64)>,
     pub last_dice: Option<f64>,
     pub elapsed_s: f64,
     pub last_losses: Option<StepLosses>,
@@ -149,6 +184,8 @@ pub struct Run {
     aug_rng: Pcg32,
     step_rng: Pcg32,
     best: Option<(f64, u64)>,
+    /// AD-MT: the teachers' bests.
+    teachers: TeacherBests,
     last_dice: Option<f64>,
     elapsed_before: f64,
     /// Iteration of the `last.safetensors` on disk (its weights are finite and bounded).
@@ -258,6 +295,10 @@ impl Run {
         let cfg_path = cfg.out.join("config.toml");
         std::fs::write(&cfg_path, cfg.to_toml()?)
             .map_err(|e| Error::file(&cfg_path, format!("cannot write: {e}")))?;
+        // The split `val_split` chose, beside the checkpoints (a resume reads it there).
+        if let Some(split) = &train.split {
+            split.write(&cfg.checkpoint_dir())?;
+        }
         for log in [TRAIN_LOG, VAL_LOG] {
             let p = cfg.log_dir().join(log);
             std::fs::write(&p, "")
@@ -272,6 +313,7 @@ impl Run {
             val,
             sampler,
             best: None,
+            teachers: TeacherBests::default(),
             last_dice: None,
             elapsed_before: 0.0,
             last_saved: None,
@@ -283,7 +325,19 @@ impl Run {
     /// applied to its configuration (e.g. `max_iterations` to train longer).
     pub fn resume(gpu: &Arc<Gpu>, path: &Path, overrides: &toml::Table) -> Result<Run> {
         let (cfg, contents, state) = Self::read_resume(path, overrides)?;
-        let train = TrainSet::open(&cfg)?;
+        let file = last_checkpoint(path);
+        // A run split by `val_split` trains and validates on the cases it wrote.
+        let train = match &cfg.val_split {
+            Some(v) if cfg.own.is_none() => {
+                let dir = file
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let split = RunSplit::read(dir, v)?;
+                TrainSet::open_with(&cfg, Some((split, &dir.join(RUN_SPLITS))))?
+            }
+            _ => TrainSet::open(&cfg)?,
+        };
         Self::restore(
             gpu,
             cfg,
@@ -368,8 +422,9 @@ impl Run {
         );
         let saved = TrainConfig::from_table(table, Some(&file.display().to_string()))?;
         let cfg = saved.with_overrides(overrides)?;
-        let fixed: [(&str, bool); 5] = [
+        let fixed: [(&str, bool); 6] = [
             ("method", cfg.method == saved.method),
+            ("val_split", cfg.val_split == saved.val_split),
             ("dataset", cfg.dataset == saved.dataset),
             ("labelnum", cfg.labelnum == saved.labelnum),
             ("batch_size", cfg.batch_size == saved.batch_size),
@@ -474,6 +529,7 @@ impl Run {
             aug_rng: state.aug_rng,
             step_rng: state.step_rng,
             best: state.best_dice.map(|d| (d, state.best_iter)),
+            teachers: state.teachers.clone().unwrap_or_default(),
             last_dice: state.last_dice,
             elapsed_before,
             last_saved: Some(state.iter),
@@ -541,6 +597,10 @@ impl Run {
             sampler: self.sampler.state().clone(),
             aug_rng: self.aug_rng.clone(),
             step_rng: self.step_rng.clone(),
+            teachers: match self.learner {
+                Learner::Ssnet(_) => None,
+                Learner::Admt(_) => Some(self.teachers.clone()),
+            },
         }
     }
 
@@ -586,7 +646,12 @@ impl Run {
     /// The weights are finite and not diverged, else an error saying which checkpoint on
     /// disk is the last good one (it is left as it is).
     fn check_weights(&self, path: &Path) -> Result<()> {
-        let state = self.learner.model().state()?;
+        self.check_model(self.learner.model(), path)
+    }
+
+    /// [`Run::check_weights`] of one network of the learner.
+    fn check_model(&self, model: &Model, path: &Path) -> Result<()> {
+        let state = model.state()?;
         checkpoint::check_finite(state.iter()).map_err(|m| {
             Error::msg(format!(
                 "{m} at iteration {}: not saving them; {}",
@@ -621,42 +686,85 @@ impl Run {
         write_sidecar(&path, self.learner.iter(), elapsed_s, &self.cfg)
     }
 
-    /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list;
-    /// mean Dice over cases and foreground classes (a class absent from a prediction scores
-    /// 0). Writes a snapshot PNG of the first case when enabled. `None` without cases.
-    pub fn validate(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
+    /// Write `best_teacher.safetensors` (AD-MT's teacher 1, atomically, with its sidecar).
+    fn save_best_teacher(&self, dice: f64, elapsed_s: f64) -> Result<()> {
+        let Learner::Admt(t) = &self.learner else {
+            return Ok(());
+        };
+        let path = self.cfg.checkpoint_dir().join(BEST_TEACHER);
+        self.check_model(&t.teacher1, &self.cfg.checkpoint_dir().join(LAST))?;
+        let mut meta = HashMap::new();
+        meta.insert(
+            META_BEST.to_string(),
+            serde_json::json!({ "iter": t.iter, "dice": dice, "network": "teacher1" }).to_string(),
+        );
+        meta.insert(META_CONFIG.to_string(), self.cfg.to_checkpoint_toml()?);
+        t.teacher1.save(&path, &BTreeMap::new(), &meta)?;
+        write_sidecar(&path, t.iter, elapsed_s, &self.cfg)
+    }
+
+    /// Read the validation cases, unless they are.
+    fn load_validation_cases(&mut self) -> Result<()> {
         if self.val.is_none() {
-            self.val = Some(validation_cases(&self.cfg)?);
+            self.val = Some(validation_cases_of(&self.cfg, self.train.split.as_ref())?);
         }
-        let cases = self.val.as_ref().map_or(&[][..], |v| &v[..]);
-        if cases.is_empty() {
+        Ok(())
+    }
+
+    /// The validation cases read (`None` when there are none).
+    fn cases(&self) -> Option<&[Case]> {
+        self.val.as_deref().filter(|v| !v.is_empty())
+    }
+
+    /// Where the snapshot PNG of this iteration's validation goes, when enabled.
+    fn snapshot_path(&self) -> Option<PathBuf> {
+        self.cfg.snapshots.then(|| {
+            self.cfg
+                .log_dir()
+                .join("snapshots")
+                .join(format!("iter_{:06}.png", self.learner.iter()))
+        })
+    }
+
+    /// Validate now: LA sliding window on the test list, ACDC slice-wise on the val list
+    /// (or the cases of `val_split`); mean Dice over cases and foreground classes (a class
+    /// absent from a prediction scores 0). Writes a snapshot PNG of the first case when
+    /// enabled. `None` without cases. AD-MT: the student's scores.
+    pub fn validate(&mut self) -> Result<Option<(f64, Vec<f64>)>> {
+        let snapshot = self.snapshot_path();
+        self.load_validation_cases()?;
+        let Some(cases) = self.cases() else {
             return Ok(None);
-        }
-        let nc = self.cfg.num_classes();
-        let mut sums = vec![0f64; nc - 1];
-        for (i, case) in cases.iter().enumerate() {
-            let pred = predict_case(self.learner.model(), &self.cfg, case)?;
-            for (c, sum) in sums.iter_mut().enumerate() {
-                let p = metrics::class_mask(&pred, c as u8 + 1);
-                let g = metrics::class_mask(&case.label, c as u8 + 1);
-                *sum += if p.iter().any(|&v| v) {
-                    metrics::dice(&p, &g)?
-                } else {
-                    0.0
-                };
-            }
-            if i == 0 && self.cfg.snapshots {
-                let path = self
-                    .cfg
-                    .log_dir()
-                    .join("snapshots")
-                    .join(format!("iter_{:06}.png", self.learner.iter()));
-                write_case_png(&path, case, &pred, self.cfg.dataset)?;
-            }
-        }
-        let class_dice: Vec<f64> = sums.iter().map(|s| s / cases.len() as f64).collect();
-        let dice = class_dice.iter().sum::<f64>() / class_dice.len() as f64;
-        Ok(Some((dice, class_dice)))
+        };
+        let s = score(
+            self.learner.model(),
+            &self.cfg,
+            cases,
+            false,
+            snapshot.as_deref(),
+        )?;
+        Ok(Some((s.dice, s.class_dice)))
+    }
+
+    /// AD-MT's validation, as its official code: the student and teacher 1 (and teacher 2
+    /// with the 2D (ACDC) recipe, which also gives each class's HD95) scored in eval mode;
+    /// the student's PNG snapshot. `None` without cases.
+    fn validate_admt(&mut self) -> Result<Option<(Scores, Scores, Option<Scores>)>> {
+        let snapshot = self.snapshot_path();
+        self.load_validation_cases()?;
+        let cfg = &self.cfg;
+        let acdc = cfg.dataset == DatasetKind::Acdc;
+        let (Some(cases), Learner::Admt(t)) = (self.cases(), &self.learner) else {
+            return Ok(None);
+        };
+        let student = score(&t.student, cfg, cases, acdc, snapshot.as_deref())?;
+        let t1 = score(&t.teacher1, cfg, cases, acdc, None)?;
+        let t2 = if acdc {
+            Some(score(&t.teacher2, cfg, cases, acdc, None)?)
+        } else {
+            None
+        };
+        Ok(Some((student, t1, t2)))
     }
 
     /// Train until `max_iterations`, validating and checkpointing on the way. A failing step
@@ -698,6 +806,133 @@ impl Run {
         }
     }
 
+    /// Say what validates this run (when a validation falls within iterations
+    /// `start+1..=stop`): how many cases of which list, when; for LA's default, that the
+    /// best checkpoint is selected on the test cases, as the reference does.
+    fn say_validation(&self, pb: &ProgressBar, start: u64, stop: u64, epoch_len: u64) {
+        let Some(n) = self.val.as_ref().map(Vec::len).filter(|&n| n > 0) else {
+            return;
+        };
+        if !(start + 1..=stop).any(|it| self.cfg.validates_after(it, epoch_len)) {
+            return;
+        }
+        let when = match self.cfg.val_epochs() {
+            Some(k) => format!(
+                "at the end of epochs 0, {k}, {}, ... (epochs of {epoch_len} iterations) and after iteration {}",
+                2 * k,
+                self.cfg.max_iterations
+            ),
+            None => format!(
+                "every {} iterations from iteration {}",
+                self.cfg.val_interval,
+                self.cfg.val_start.max(1).div_ceil(self.cfg.val_interval) * self.cfg.val_interval
+            ),
+        };
+        let ids: Vec<&str> = self.val.iter().flatten().map(|c| c.id.as_str()).collect();
+        let shown = if ids.len() > 8 {
+            format!("{}, ...", ids[..8].join(", "))
+        } else {
+            ids.join(", ")
+        };
+        self.say(
+            pb,
+            &format!(
+                "validation on {n} cases of {} ({shown}), {when}",
+                validation_source(&self.cfg, self.train.split.as_ref())
+            ),
+        );
+        if self.cfg.dataset == DatasetKind::La
+            && self.cfg.own.is_none()
+            && self.train.split.is_none()
+        {
+            self.say(
+                pb,
+                "note: the best checkpoint is selected on the test cases (test.list), as the reference does; --val-split holdout:N (or val, or a list file) validates on held-out cases instead",
+            );
+        }
+    }
+
+    /// AD-MT's validation after iteration `it` (module docs): the scores logged, the
+    /// student's best kept as `best.safetensors`, teacher 1's as `best_teacher.safetensors`.
+    fn admt_validation(
+        &mut self,
+        pb: &ProgressBar,
+        it: u64,
+        epoch: u64,
+        val_log: &Path,
+        t_start: &Instant,
+    ) -> Result<()> {
+        let elapsed = |before: f64| before + t_start.elapsed().as_secs_f64();
+        let Some((student, t1, t2)) = self.validate_admt()? else {
+            return Ok(());
+        };
+        self.last_dice = Some(student.dice);
+        // The student's best is kept unrounded (the official code: `best_dice_stu =
+        // dice_sample_stu`, LA too); teacher 1's as SS-Net's ([`best_as_kept`]: LA's
+        // `best_dice = round(dice_sample, 4)`, ACDC unrounded); teacher 2's unrounded.
+        let new_student = improves(student.dice, self.best);
+        if new_student {
+            self.best = Some((student.dice, it));
+            self.save_best(student.dice, elapsed(self.elapsed_before))?;
+        }
+        let new_t1 = improves(t1.dice, self.teachers.teacher1);
+        if new_t1 {
+            self.teachers.teacher1 = Some((best_as_kept(self.cfg.dataset, t1.dice), it));
+            self.save_best_teacher(t1.dice, elapsed(self.elapsed_before))?;
+        }
+        if let Some(t2) = &t2 {
+            if improves(t2.dice, self.teachers.teacher2) {
+                self.teachers.teacher2 = Some((t2.dice, it));
+            }
+        }
+        let (best_dice, best_iter) = self.best.unwrap_or((0.0, 0));
+        let v = Validation {
+            iter: it,
+            dice: student.dice,
+            class_dice: student.class_dice.clone(),
+            best_dice,
+            best_iter,
+            time_s: elapsed(self.elapsed_before),
+            epoch: Some(epoch),
+            class_hd95: student.class_hd95.clone(),
+            teacher1: Some(TeacherLine::new(&t1, self.teachers.teacher1)),
+            teacher2: t2
+                .as_ref()
+                .map(|s| TeacherLine::new(s, self.teachers.teacher2)),
+        };
+        append_line(
+            val_log,
+            &serde_json::to_value(&v).map_err(|e| Error::msg(e.to_string()))?,
+        )?;
+        let per: Vec<String> = student
+            .class_dice
+            .iter()
+            .map(|d| format!("{d:.4}"))
+            .collect();
+        let news = |new: bool, what: &str, name: &str, best: Best| match (new, best) {
+            (true, _) => format!(
+                "new best {what} -> {}",
+                self.cfg.checkpoint_dir().join(name).display()
+            ),
+            (false, Some((d, i))) => format!("best {what} {d:.4} at {i}"),
+            (false, None) => format!("no {what} above 0 yet"),
+        };
+        self.say(
+            pb,
+            &format!(
+                "iteration {it} (epoch {epoch}): validation Dice student {:.4} (per class {}), teacher 1 {:.4}{}; {}; {}",
+                student.dice,
+                per.join(" "),
+                t1.dice,
+                t2.as_ref()
+                    .map_or(String::new(), |s| format!(", teacher 2 {:.4}", s.dice)),
+                news(new_student, "student", BEST, self.best),
+                news(new_t1, "teacher 1", BEST_TEACHER, self.teachers.teacher1),
+            ),
+        );
+        Ok(())
+    }
+
     fn train_loop(&mut self, pb: &ProgressBar, stop: u64) -> Result<Summary> {
         let max = self.cfg.max_iterations;
         let start_iter = self.learner.iter();
@@ -726,6 +961,12 @@ impl Run {
                 gpu.info.name
             ),
         );
+        // AD-MT's epoch: ⌊unlabelled items / unlabelled samples per batch⌋ iterations, as the
+        // official sampler, whose primary stream is the unlabelled one (the shared sampler's
+        // epochs, `epoch` in train.jsonl, follow the labelled stream, as SS-Net's).
+        let epoch_len =
+            ((self.train.len - self.train.labelled) / (self.cfg.batch_size - l)).max(1) as u64;
+        self.say_validation(pb, start_iter, stop, epoch_len);
         let mut last = None;
         let mut last_admt = None;
         while self.learner.iter() < stop {
@@ -827,7 +1068,11 @@ impl Run {
             append_line(&train_log, &line)?;
             pb.set_position(it);
             pb.set_message(message);
-            if self.cfg.validates_at(it) {
+            let validates = self.cfg.validates_after(it, epoch_len);
+            if validates && matches!(self.learner, Learner::Admt(_)) {
+                let epoch = (it - 1) / epoch_len;
+                self.admt_validation(pb, it, epoch, &val_log, &t_start)?;
+            } else if validates {
                 if let Some((dice, class_dice)) = self.validate()? {
                     self.last_dice = Some(dice);
                     let improved = dice > self.best.map_or(0.0, |b| b.0);
@@ -843,6 +1088,10 @@ impl Run {
                         best_dice,
                         best_iter,
                         time_s: elapsed(&t_start, self.elapsed_before),
+                        epoch: None,
+                        class_hd95: None,
+                        teacher1: None,
+                        teacher2: None,
                     };
                     append_line(
                         &val_log,
@@ -875,6 +1124,7 @@ impl Run {
             iterations: self.learner.iter(),
             iterations_this_run: self.learner.iter() - start_iter,
             best: self.best,
+            best_teacher: self.teachers.teacher1,
             last_dice: self.last_dice,
             elapsed_s: elapsed(&t_start, self.elapsed_before),
             last_losses: last,
@@ -911,11 +1161,13 @@ fn prepare(
         Method::Admt => 2 * cfg.batch_size - cfg.labeled_bs,
     };
     crate::infer::budget::check_fits(gpu, "patch", samples, &cfg.patch)?;
-    // The validation settings matter when a validation falls within this run.
-    let validates = cfg.val_interval > 0 && {
-        let first = cfg.val_start.max(1).div_ceil(cfg.val_interval) * cfg.val_interval;
-        first <= cfg.max_iterations
-    };
+    // The validation settings matter when a validation falls within this run (AD-MT's
+    // epoch schedule validates at the last iteration at least).
+    let validates = cfg.val_epochs().is_some()
+        || cfg.val_interval > 0 && {
+            let first = cfg.val_start.max(1).div_ceil(cfg.val_interval) * cfg.val_interval;
+            first <= cfg.max_iterations
+        };
     if cfg.dataset == DatasetKind::La && validates {
         crate::infer::budget::check_fits(gpu, "val_patch", 1, &cfg.val_patch())?;
         // Strides against the window, now rather than at the first validation.
@@ -927,14 +1179,22 @@ fn prepare(
     train.preload(cfg.ignore_affine)?;
     match val {
         Some(v) => Ok(Some(v)),
-        None if validates => Ok(Some(validation_cases(cfg)?)),
+        None if validates => Ok(Some(validation_cases_of(cfg, train.split.as_ref())?)),
         None => Ok(None),
     }
 }
 
 /// Remove what a killed checkpoint write of this run left (temporary files).
 fn remove_stale(cfg: &TrainConfig) {
-    let names = [LAST, BEST, LAST_SIDECAR, BEST_SIDECAR];
+    let names = [
+        LAST,
+        BEST,
+        LAST_SIDECAR,
+        BEST_SIDECAR,
+        BEST_TEACHER,
+        BEST_TEACHER_SIDECAR,
+        RUN_SPLITS,
+    ];
     for p in checkpoint::remove_stale_temporaries(&cfg.checkpoint_dir(), &names) {
         eprintln!(
             "removed {} (left by an interrupted checkpoint write)",

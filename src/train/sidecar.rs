@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 /// long training took), kept out of its bytes.
 pub const LAST_SIDECAR: &str = "last.json";
 pub const BEST_SIDECAR: &str = "best.json";
+/// AD-MT: teacher 1 at its best validation (the official `*_best_tea_model.pth`), a
+/// heads-free network checkpoint as `best.safetensors` (the student), and its sidecar.
+pub const BEST_TEACHER: &str = "best_teacher.safetensors";
+pub const BEST_TEACHER_SIDECAR: &str = "best_teacher.json";
 
 /// What a sidecar holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
