@@ -206,6 +206,62 @@ fn sampler_epochs_streams_determinism_and_state() {
     assert!(TwoStreamSampler::new(lab, unl, 2, 8, 1).is_err());
 }
 
+/// AD-MT's sampler (ADMT.md §5): epochs over the unlabelled cases (each once per epoch, the
+/// remainder dropped), the labelled ones from a chain of permutations restarted every epoch;
+/// batches still list the labelled indices first. SS-Net's state JSON is unchanged.
+#[test]
+fn sampler_with_unlabelled_primary_runs_epochs_over_the_unlabelled_cases() {
+    use ssnet::train::Primary;
+    let lab: Vec<usize> = (0..3).collect();
+    let unl: Vec<usize> = (3..10).collect();
+    let mut s =
+        TwoStreamSampler::with_primary(lab.clone(), unl.clone(), 2, 2, Primary::Unlabelled, 5)
+            .unwrap();
+    assert_eq!(
+        s.batches_per_epoch(),
+        3,
+        "7 unlabelled cases by 2: 3 batches"
+    );
+    for epoch in 0..5 {
+        let mut seen_u = BTreeSet::new();
+        let mut seen_l = Vec::new();
+        for _ in 0..3 {
+            let b = s.next_batch();
+            assert!(
+                b[..2].iter().all(|i| lab.contains(i)) && b[2..].iter().all(|i| unl.contains(i)),
+                "{b:?}"
+            );
+            for &i in &b[2..] {
+                assert!(seen_u.insert(i), "unlabelled {i} twice in epoch {epoch}");
+            }
+            seen_l.extend_from_slice(&b[..2]);
+        }
+        assert_eq!(s.epoch(), epoch + 1);
+        // The labelled chain restarts each epoch with a full permutation of the 3.
+        assert_eq!(
+            seen_l[..3].iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "{seen_l:?}"
+        );
+    }
+    let mut a =
+        TwoStreamSampler::with_primary(lab.clone(), unl.clone(), 2, 2, Primary::Unlabelled, 9)
+            .unwrap();
+    a.next_batch();
+    let json = serde_json::to_string(a.state()).unwrap();
+    assert!(json.contains("\"primary\":\"unlabelled\""), "{json}");
+    let mut b = TwoStreamSampler::from_state(serde_json::from_str(&json).unwrap()).unwrap();
+    for _ in 0..8 {
+        assert_eq!(a.next_batch(), b.next_batch());
+    }
+    let ss = TwoStreamSampler::new(lab, unl, 2, 2, 9).unwrap();
+    let json = serde_json::to_string(ss.state()).unwrap();
+    assert!(
+        !json.contains("primary") && json.contains("perm_l") && json.contains("pos_u"),
+        "{json}"
+    );
+}
+
 // ---- augmentations --------------------------------------------------------------------
 
 #[test]

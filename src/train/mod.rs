@@ -30,4 +30,4 @@ pub mod valsplit;
 
 pub use config::{DatasetKind, Preset, TrainConfig};
 pub use run::{Run, Summary};
-pub use sampler::TwoStreamSampler;
+pub use sampler::{Primary, TwoStreamSampler};

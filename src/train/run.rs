@@ -62,7 +62,7 @@
 
 use super::config::{DatasetKind, Method, TrainConfig, LOCATION_KEYS};
 use super::data::{validation_cases_of, validation_source, TrainSet};
-use super::sampler::{SamplerState, TwoStreamSampler};
+use super::sampler::{Primary, SamplerState, TwoStreamSampler};
 use super::validate::{improves, score, Best, Scores, TeacherBests, TeacherLine};
 use super::valsplit::{RunSplit, RUN_SPLITS};
 use crate::admt::{AdmtInputs, AdmtLosses, AdmtTrainer, Teacher};
@@ -194,12 +194,19 @@ pub struct Run {
     pub verbose: bool,
 }
 
+/// The method's sampler: SS-Net's epochs run over the labelled cases, AD-MT's over the
+/// unlabelled ones (its official sampler swaps the streams, ADMT.md §5).
 fn sampler_for(cfg: &TrainConfig, train: &TrainSet) -> Result<TwoStreamSampler> {
-    TwoStreamSampler::new(
+    let primary = match cfg.method {
+        Method::Ssnet => Primary::Labelled,
+        Method::Admt => Primary::Unlabelled,
+    };
+    TwoStreamSampler::with_primary(
         (0..train.labelled).collect(),
         (train.labelled..train.len).collect(),
         cfg.labeled_bs,
         cfg.batch_size - cfg.labeled_bs,
+        primary,
         stream_seed(cfg.seed, 1),
     )
     .map_err(|e| match e {
@@ -961,11 +968,9 @@ impl Run {
                 gpu.info.name
             ),
         );
-        // AD-MT's epoch: ⌊unlabelled items / unlabelled samples per batch⌋ iterations, as the
-        // official sampler, whose primary stream is the unlabelled one (the shared sampler's
-        // epochs, `epoch` in train.jsonl, follow the labelled stream, as SS-Net's).
-        let epoch_len =
-            ((self.train.len - self.train.labelled) / (self.cfg.batch_size - l)).max(1) as u64;
+        // The sampler's epoch: SS-Net's over the labelled stream, AD-MT's ⌊unlabelled items /
+        // unlabelled samples per batch⌋ iterations, as the official samplers.
+        let epoch_len = self.sampler.batches_per_epoch().max(1) as u64;
         self.say_validation(pb, start_iter, stop, epoch_len);
         let mut last = None;
         let mut last_admt = None;
