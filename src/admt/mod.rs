@@ -34,4 +34,4 @@ pub mod strong;
 
 pub use resume::AdmtResume;
 pub use schedule::{Teacher, TeacherSchedule};
-pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, UnsupLoss};
+pub use step::{ema_teacher, AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, UnsupLoss};

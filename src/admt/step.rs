@@ -18,7 +18,8 @@
 //! 5. `L = L_sup + λ(k) L_u`; the terms read back once (the only readback), checked finite,
 //!    then backward and SGD (momentum, weight decay, PyTorch's semantics) at the poly LR.
 //! 6. EMA of every parameter AND BatchNorm buffer of the student into the updated teacher
-//!    only, `α = ema_alpha(k, R, 0.99)` (a copy while ⌊k/2⌋ < R); the alternation advances;
+//!    only, `α = ema_alpha(k, R, 0.99)` (a copy while ⌊k/2⌋ < R), up to 16 tensors per
+//!    dispatch ([`ema_teacher`]); the alternation advances;
 //!    the next step's LR is `poly_lr(base, k, max)`.
 //!
 //! One seeded RNG (PCG32) drives the initialisation seeds, the alternation periods, the
@@ -173,6 +174,19 @@ fn cat_batch(xs: &[&Tensor]) -> Result<Tensor> {
     let mut shape = first.shape().to_vec();
     shape[0] = cat.numel() / per.max(1);
     cat.reshape(&shape)
+}
+
+/// `θ_T ← α·θ_T + (1 − α)·θ_S` for every parameter and BatchNorm buffer of `teacher`, paired
+/// with the student's tensor of the same name (ADMT.md §4 step 11), in few dispatches
+/// ([`ops::ema::ema_many`]: up to 16 tensors each, same bits as one dispatch per tensor).
+pub fn ema_teacher(teacher: &Model, student: &Model, alpha: f32) -> Result<()> {
+    let pairs = teacher
+        .params()
+        .iter()
+        .chain(teacher.buffers())
+        .map(|(name, t)| Ok((t, student.get(name)?)))
+        .collect::<Result<Vec<_>>>()?;
+    ops::ema::ema_many(&pairs, alpha)
 }
 
 impl AdmtTrainer {
@@ -385,10 +399,7 @@ impl AdmtTrainer {
 
         // 6. EMA into the updated teacher, alternation, LR
         let alpha = ema_alpha(k, cfg.rampup, cfg.ema_cap) as f32;
-        let teacher = self.teacher(updated);
-        for (name, t) in teacher.params().iter().chain(teacher.buffers()) {
-            adops::ema_into(t, self.student.get(name)?, alpha)?;
-        }
+        ema_teacher(self.teacher(updated), &self.student, alpha)?;
         self.schedule.advance(&mut self.rng);
         self.lr = poly_lr(cfg.base_lr, k, cfg.max_iterations, cfg.lr_power) as f32;
         self.iter = k + 1;
