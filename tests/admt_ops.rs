@@ -278,14 +278,16 @@ fn bits(t: &Tensor) -> Vec<u32> {
 
 /// The grouped EMA at every width (16, 8, 4 pairs per dispatch, and 1: the per-tensor
 /// fallback) gives the per-tensor kernel's bits, is within f32 rounding of the f64 twin,
-/// and takes ⌈20 / width⌉ dispatches (counted on a device of its own).
+/// and takes ⌈20 / width⌉ dispatches (width capped by the device; counted on a device of its
+/// own).
 #[test]
 fn grouped_ema_gives_the_per_tensor_bits_in_few_dispatches() {
     let g = common::new_gpu();
-    assert_eq!(
-        ops::ema::ema_slots(&g),
-        16,
-        "the test adapter offers 32 storage buffers"
+    // 16 with 32 storage buffers per stage (lavapipe), 4 under SSNET_LIMITS=webgpu.
+    let slots = ops::ema::ema_slots(&g);
+    assert!(
+        slots >= 4,
+        "every WebGPU adapter offers 8 storage buffers: {slots}"
     );
     for alpha in [0.99f32, 0.0, 0.37] {
         for width in [16usize, 8, 4, 1] {
@@ -301,7 +303,7 @@ fn grouped_ema_gives_the_per_tensor_bits_in_few_dispatches() {
             let dispatched = g.dispatches() - before;
             assert_eq!(
                 dispatched,
-                EMA_LENS.len().div_ceil(width) as u64,
+                EMA_LENS.len().div_ceil(width.min(slots)) as u64,
                 "width {width}: dispatches"
             );
             for (i, (got, want)) in t.iter().zip(&want_t).enumerate() {
@@ -323,7 +325,8 @@ fn grouped_ema_gives_the_per_tensor_bits_in_few_dispatches() {
 }
 
 /// `ema_teacher` (what the AD-MT step calls) over a whole VNet: every parameter and running
-/// statistic gets the per-tensor kernel's bits, in ⌈176 / 16⌉ = 11 dispatches instead of 176.
+/// statistic gets the per-tensor kernel's bits, in ⌈176 / 16⌉ = 11 dispatches instead of 176
+/// (44 under WebGPU's limits).
 #[test]
 fn ema_teacher_blends_a_whole_vnet_in_eleven_dispatches() {
     use ssnet::nn::{Arch, Model, ModelConfig, Variant};
@@ -345,7 +348,13 @@ fn ema_teacher_blends_a_whole_vnet_in_eleven_dispatches() {
     g.sync().unwrap();
     let before = g.dispatches();
     ssnet::admt::ema_teacher(&teacher, &student, 0.99).unwrap();
-    assert_eq!(g.dispatches() - before, 11);
+    let want = match ops::ema::ema_slots(&g) {
+        16 => 11,
+        8 => 22,
+        4 => 44,
+        s => panic!("{s} slots per dispatch"),
+    };
+    assert_eq!(g.dispatches() - before, want);
     let before = g.dispatches();
     for (name, t) in reference.params().iter().chain(reference.buffers()) {
         ops::admt::ema_into(t, student.get(name).unwrap(), 0.99).unwrap();
