@@ -6,17 +6,22 @@
 // teacher's range at binding 2k + 1 (read_write) and the student's at 2k + 2 (read). A slot
 // is a whole tensor or, for a tensor over the storage-binding limit, one piece of it (the
 // host binds the range). Three entry points bind 4, 8 or 16 pairs (8, 16 or 32 storage
-// buffers); the host takes the largest the adapter's max_storage_buffers_per_shader_stage
-// allows and binds the first pair again in unused slots (length 0, never touched).
+// buffers); the host takes the widest the adapter's max_storage_buffers_per_shader_stage
+// allows. Unused slots of a short dispatch: length 0, first workgroup 0xffffffff, bound to
+// words of a scratch buffer (never touched).
 //
-// Index maths: slot k owns the workgroups first(k) .. first(k + 1) (first(0) = 0, each slot
-// rounded up to whole workgroups, so a workgroup never straddles two tensors); a workgroup
-// finds its slot by scanning the `slots` used entries of `first`, and its invocation touches
-// element (wg - first(k)) * 256 + lid of that slot. Workgroups past the last slot's elements
-// (the 2-D fold of a large grid) return. No reduction, no ordering question.
+// Index maths: a workgroup covers CHUNK = 4096 elements of one slot, each invocation 16 of
+// them 256 apart (coalesced); slot k owns the workgroups first(k) .. first(k + 1) (first(0)
+// = 0, each slot rounded up to whole workgroups, so a workgroup never straddles two tensors).
+// A workgroup's slot is the number of slots after the first that start at or before it (four
+// vector comparisons), so the switch on it is uniform over the workgroup: on a GPU one
+// branch; a CPU driver that runs every case under a mask (lavapipe) pays the switch once per
+// 16 elements, not per element. Workgroups past the last slot's elements (the 2-D fold of a
+// large grid) do nothing. No reduction, no ordering question.
 
 struct EmaGroupParams {
     alpha: f32,
+    // used slots (informational: unused ones never match a workgroup)
     slots: u32,
     _p0: u32,
     _p1: u32,
@@ -60,6 +65,9 @@ struct EmaGroupParams {
 @group(0) @binding(31) var<storage, read_write> t15: array<f32>;
 @group(0) @binding(32) var<storage, read> s15: array<f32>;
 
+// Elements per workgroup: 16 per invocation, 256 apart (ops::ema::CHUNK on the host).
+const CHUNK: u32 = 4096u;
+
 fn first_wg(k: u32) -> u32 {
     return p.first[k / 4u][k % 4u];
 }
@@ -68,14 +76,16 @@ fn slot_len(k: u32) -> u32 {
     return p.len[k / 4u][k % 4u];
 }
 
-// The slot of workgroup `wg` among the first `n` slots (the last whose first workgroup is at
-// or before it).
-fn slot_of(wg: u32, n: u32) -> u32 {
-    var k = 0u;
-    for (var j = 1u; j < min(p.slots, n); j = j + 1u) {
-        if (wg >= first_wg(j)) { k = j; }
-    }
-    return k;
+// The slot of workgroup `wg`: how many slots after the first start at or before it (unused
+// slots start at 0xffffffff, never). Four vector comparisons, no loop: the same work at every
+// width.
+fn slot_of(wg: u32) -> u32 {
+    let w = vec4<u32>(wg);
+    let one = vec4<u32>(1u);
+    let zero = vec4<u32>(0u);
+    let c = select(zero, one, w >= p.first[0]) + select(zero, one, w >= p.first[1])
+        + select(zero, one, w >= p.first[2]) + select(zero, one, w >= p.first[3]);
+    return c.x + c.y + c.z + c.w - 1u;
 }
 
 fn blend(t: f32, s: f32) -> f32 {
@@ -85,14 +95,14 @@ fn blend(t: f32, s: f32) -> f32 {
 @compute @workgroup_size(256)
 fn ema_group4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let wg = wid.y * nwg.x + wid.x;
-    let k = slot_of(wg, 4u);
-    let i = (wg - first_wg(k)) * 256u + lid.x;
-    if (i >= slot_len(k)) { return; }
+    let k = slot_of(wg);
+    let i = (wg - first_wg(k)) * CHUNK + lid.x;
+    let n = slot_len(k);
     switch k {
-        case 0u: { t0[i] = blend(t0[i], s0[i]); }
-        case 1u: { t1[i] = blend(t1[i], s1[i]); }
-        case 2u: { t2[i] = blend(t2[i], s2[i]); }
-        case 3u: { t3[i] = blend(t3[i], s3[i]); }
+        case 0u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t0[j] = blend(t0[j], s0[j]); } }
+        case 1u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t1[j] = blend(t1[j], s1[j]); } }
+        case 2u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t2[j] = blend(t2[j], s2[j]); } }
+        case 3u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t3[j] = blend(t3[j], s3[j]); } }
         default: {}
     }
 }
@@ -100,18 +110,18 @@ fn ema_group4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(256)
 fn ema_group8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let wg = wid.y * nwg.x + wid.x;
-    let k = slot_of(wg, 8u);
-    let i = (wg - first_wg(k)) * 256u + lid.x;
-    if (i >= slot_len(k)) { return; }
+    let k = slot_of(wg);
+    let i = (wg - first_wg(k)) * CHUNK + lid.x;
+    let n = slot_len(k);
     switch k {
-        case 0u: { t0[i] = blend(t0[i], s0[i]); }
-        case 1u: { t1[i] = blend(t1[i], s1[i]); }
-        case 2u: { t2[i] = blend(t2[i], s2[i]); }
-        case 3u: { t3[i] = blend(t3[i], s3[i]); }
-        case 4u: { t4[i] = blend(t4[i], s4[i]); }
-        case 5u: { t5[i] = blend(t5[i], s5[i]); }
-        case 6u: { t6[i] = blend(t6[i], s6[i]); }
-        case 7u: { t7[i] = blend(t7[i], s7[i]); }
+        case 0u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t0[j] = blend(t0[j], s0[j]); } }
+        case 1u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t1[j] = blend(t1[j], s1[j]); } }
+        case 2u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t2[j] = blend(t2[j], s2[j]); } }
+        case 3u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t3[j] = blend(t3[j], s3[j]); } }
+        case 4u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t4[j] = blend(t4[j], s4[j]); } }
+        case 5u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t5[j] = blend(t5[j], s5[j]); } }
+        case 6u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t6[j] = blend(t6[j], s6[j]); } }
+        case 7u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t7[j] = blend(t7[j], s7[j]); } }
         default: {}
     }
 }
@@ -119,26 +129,26 @@ fn ema_group8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(256)
 fn ema_group16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let wg = wid.y * nwg.x + wid.x;
-    let k = slot_of(wg, 16u);
-    let i = (wg - first_wg(k)) * 256u + lid.x;
-    if (i >= slot_len(k)) { return; }
+    let k = slot_of(wg);
+    let i = (wg - first_wg(k)) * CHUNK + lid.x;
+    let n = slot_len(k);
     switch k {
-        case 0u: { t0[i] = blend(t0[i], s0[i]); }
-        case 1u: { t1[i] = blend(t1[i], s1[i]); }
-        case 2u: { t2[i] = blend(t2[i], s2[i]); }
-        case 3u: { t3[i] = blend(t3[i], s3[i]); }
-        case 4u: { t4[i] = blend(t4[i], s4[i]); }
-        case 5u: { t5[i] = blend(t5[i], s5[i]); }
-        case 6u: { t6[i] = blend(t6[i], s6[i]); }
-        case 7u: { t7[i] = blend(t7[i], s7[i]); }
-        case 8u: { t8[i] = blend(t8[i], s8[i]); }
-        case 9u: { t9[i] = blend(t9[i], s9[i]); }
-        case 10u: { t10[i] = blend(t10[i], s10[i]); }
-        case 11u: { t11[i] = blend(t11[i], s11[i]); }
-        case 12u: { t12[i] = blend(t12[i], s12[i]); }
-        case 13u: { t13[i] = blend(t13[i], s13[i]); }
-        case 14u: { t14[i] = blend(t14[i], s14[i]); }
-        case 15u: { t15[i] = blend(t15[i], s15[i]); }
+        case 0u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t0[j] = blend(t0[j], s0[j]); } }
+        case 1u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t1[j] = blend(t1[j], s1[j]); } }
+        case 2u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t2[j] = blend(t2[j], s2[j]); } }
+        case 3u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t3[j] = blend(t3[j], s3[j]); } }
+        case 4u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t4[j] = blend(t4[j], s4[j]); } }
+        case 5u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t5[j] = blend(t5[j], s5[j]); } }
+        case 6u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t6[j] = blend(t6[j], s6[j]); } }
+        case 7u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t7[j] = blend(t7[j], s7[j]); } }
+        case 8u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t8[j] = blend(t8[j], s8[j]); } }
+        case 9u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t9[j] = blend(t9[j], s9[j]); } }
+        case 10u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t10[j] = blend(t10[j], s10[j]); } }
+        case 11u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t11[j] = blend(t11[j], s11[j]); } }
+        case 12u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t12[j] = blend(t12[j], s12[j]); } }
+        case 13u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t13[j] = blend(t13[j], s13[j]); } }
+        case 14u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t14[j] = blend(t14[j], s14[j]); } }
+        case 15u: { for (var j = i; j < min(n, i + CHUNK); j = j + 256u) { t15[j] = blend(t15[j], s15[j]); } }
         default: {}
     }
 }

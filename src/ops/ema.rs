@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Shader};
 use crate::tensor::{DType, Tensor};
 
+/// Elements per workgroup (`CHUNK` in `shaders/ema.wgsl`): 16 per invocation.
+const CHUNK: usize = 16 * WG as usize;
+
 /// Slots (teacher/student pairs) of the widest entry point.
 pub const MAX_SLOTS: usize = 16;
 
@@ -140,7 +143,8 @@ pub fn ema_many_with(pairs: &[(&Tensor, &Tensor)], alpha: f32, max_slots: usize)
     let plan = ema_plan(&lens, width, piece_elems(gpu) as usize)?;
     // Unused slots of a short dispatch: the student side binds the first slot's student again
     // (read-only aliasing is allowed); the teacher side, written, gets its own aligned word of
-    // a scratch buffer (writable bindings may not overlap). Never touched: length 0.
+    // a scratch buffer (writable bindings may not overlap). Never touched: length 0, and
+    // their first workgroup (u32::MAX) matches no workgroup.
     let align = (gpu.limits.min_storage_buffer_offset_alignment as usize).max(4);
     let scratch = if plan.iter().any(|g| g.len() < width) {
         Some(Tensor::empty(
@@ -157,7 +161,7 @@ pub fn ema_many_with(pairs: &[(&Tensor, &Tensor)], alpha: f32, max_slots: usize)
             alpha,
             slots: u32_of(op, group.len())?,
             _p: [0; 2],
-            first: [0; MAX_SLOTS],
+            first: [u32::MAX; MAX_SLOTS],
             len: [0; MAX_SLOTS],
         };
         let mut workgroups = 0usize;
@@ -165,7 +169,7 @@ pub fn ema_many_with(pairs: &[(&Tensor, &Tensor)], alpha: f32, max_slots: usize)
         for (k, sl) in group.iter().enumerate() {
             prm.first[k] = u32_of(op, workgroups)?;
             prm.len[k] = u32_of(op, sl.len)?;
-            workgroups += sl.len.div_ceil(WG as usize);
+            workgroups += sl.len.div_ceil(CHUNK);
             let (t, s) = pairs[sl.pair];
             for x in [t, s] {
                 bound.push(wgpu::BufferBinding {
@@ -186,7 +190,7 @@ pub fn ema_many_with(pairs: &[(&Tensor, &Tensor)], alpha: f32, max_slots: usize)
             });
             bound.push(bound[1].clone());
         }
-        let groups = gpu.grid(workgroups as u64 * WG as u64, WG)?;
+        let groups = gpu.grid(workgroups as u64, 1)?;
         gpu.dispatch_bound(Shader::Ema, entry, &[], &prm, &bound, groups)?;
     }
     Ok(())
@@ -237,6 +241,19 @@ mod tests {
             let piece = (128 << 20) / 4;
             assert_eq!(ema_plan(&lens, 16, piece).unwrap().len(), wide, "{arch:?}");
             assert_eq!(ema_plan(&lens, 4, piece).unwrap().len(), narrow, "{arch:?}");
+        }
+    }
+
+    #[test]
+    fn the_shader_covers_chunk_elements_per_workgroup() {
+        let src = Shader::Ema.source();
+        assert!(
+            src.contains(&format!("const CHUNK: u32 = {CHUNK}u;")),
+            "CHUNK differs"
+        );
+        for (n, entry) in ENTRIES {
+            assert!(src.contains(&format!("fn {entry}(")), "{entry}");
+            assert!(src.contains(&format!("case {}u:", n - 1)), "{entry}");
         }
     }
 
