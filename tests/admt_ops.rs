@@ -251,3 +251,179 @@ fn cutmix_and_ema_match_the_cpu() {
     assert_close("ema", &down(&tt), &want, 1e-6);
     assert!(ops::admt::ema_into(&tt, &upload(&g, &s[..100], &[100]), 0.5).is_err());
 }
+
+/// Tensor lengths around the 256-wide workgroup (1, 255, 256, 257, ...) and odd ones, 20 of
+/// them: more than one dispatch at every width.
+const EMA_LENS: [usize; 20] = [
+    1, 3, 64, 255, 256, 257, 511, 1000, 4097, 77, 5, 300, 12, 999, 2, 129, 700, 33, 1, 258,
+];
+
+fn ema_pairs(g: &std::sync::Arc<ssnet::gpu::Gpu>, seed: u64) -> (Vec<Tensor>, Vec<Tensor>) {
+    let t = EMA_LENS
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| upload(g, &ssnet::reference::normal(seed + i as u64, n), &[n]))
+        .collect();
+    let s = EMA_LENS
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| upload(g, &ssnet::reference::normal(seed + 100 + i as u64, n), &[n]))
+        .collect();
+    (t, s)
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+/// The grouped EMA at every width (16, 8, 4 pairs per dispatch, and 1: the per-tensor
+/// fallback) gives the per-tensor kernel's bits, is within f32 rounding of the f64 twin,
+/// and takes ⌈20 / width⌉ dispatches (width capped by the device; counted on a device of its
+/// own).
+#[test]
+fn grouped_ema_gives_the_per_tensor_bits_in_few_dispatches() {
+    let g = common::new_gpu();
+    // 16 with 32 storage buffers per stage (lavapipe), 4 under SSNET_LIMITS=webgpu.
+    let slots = ops::ema::ema_slots(&g);
+    assert!(
+        slots >= 4,
+        "every WebGPU adapter offers 8 storage buffers: {slots}"
+    );
+    for alpha in [0.99f32, 0.0, 0.37] {
+        for width in [16usize, 8, 4, 1] {
+            let (t, s) = ema_pairs(&g, 40);
+            let (want_t, _) = ema_pairs(&g, 40);
+            for (wt, st) in want_t.iter().zip(&s) {
+                ops::admt::ema_into(wt, st, alpha).unwrap();
+            }
+            let pairs: Vec<(&Tensor, &Tensor)> = t.iter().zip(&s).collect();
+            g.sync().unwrap();
+            let before = g.dispatches();
+            ops::ema::ema_many_with(&pairs, alpha, width).unwrap();
+            let dispatched = g.dispatches() - before;
+            assert_eq!(
+                dispatched,
+                EMA_LENS.len().div_ceil(width.min(slots)) as u64,
+                "width {width}: dispatches"
+            );
+            for (i, (got, want)) in t.iter().zip(&want_t).enumerate() {
+                assert_eq!(
+                    bits(got),
+                    bits(want),
+                    "alpha {alpha} width {width} tensor {i}"
+                );
+                let (t0, s0) = (
+                    ssnet::reference::normal(40 + i as u64, EMA_LENS[i]),
+                    ssnet::reference::normal(140 + i as u64, EMA_LENS[i]),
+                );
+                let f32s = |v: &[f64]| ssnet::reference::to_f64(&ssnet::reference::to_f32(v));
+                let twin = r::ema(&f32s(&t0), &f32s(&s0), alpha as f64);
+                assert_close(&format!("ema tensor {i}"), &down(got), &twin, 1e-6);
+            }
+        }
+    }
+}
+
+/// `ema_teacher` (what the AD-MT step calls) over a whole VNet: every parameter and running
+/// statistic gets the per-tensor kernel's bits, in ⌈176 / 16⌉ = 11 dispatches instead of 176
+/// (44 under WebGPU's limits).
+#[test]
+fn ema_teacher_blends_a_whole_vnet_in_eleven_dispatches() {
+    use ssnet::nn::{Arch, Model, ModelConfig, Variant};
+    let g = common::new_gpu();
+    let cfg = ModelConfig {
+        arch: Arch::VNet,
+        in_channels: 1,
+        num_classes: 2,
+    };
+    let init = |seed| Model::init_variant(&g, cfg, Variant::Admt, seed).unwrap();
+    let (student, teacher, reference) = (init(1), init(2), init(2));
+    // Running statistics that are not the initial 0 / 1, so the buffers' blend shows.
+    for (name, b) in student.buffers() {
+        let v = ssnet::reference::normal(name.len() as u64, b.numel());
+        b.write_f32(&ssnet::reference::to_f32(&v)).unwrap();
+    }
+    let tensors = teacher.params().len() + teacher.buffers().len();
+    assert_eq!(tensors, 176);
+    g.sync().unwrap();
+    let before = g.dispatches();
+    ssnet::admt::ema_teacher(&teacher, &student, 0.99).unwrap();
+    let want = match ops::ema::ema_slots(&g) {
+        16 => 11,
+        8 => 22,
+        4 => 44,
+        s => panic!("{s} slots per dispatch"),
+    };
+    assert_eq!(g.dispatches() - before, want);
+    let before = g.dispatches();
+    for (name, t) in reference.params().iter().chain(reference.buffers()) {
+        ops::admt::ema_into(t, student.get(name).unwrap(), 0.99).unwrap();
+    }
+    assert_eq!(g.dispatches() - before, 176);
+    let (got, want) = (teacher.state().unwrap(), reference.state().unwrap());
+    for (name, w) in &want {
+        let same = got[name]
+            .iter()
+            .zip(w)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "{name}: grouped EMA differs from the per-tensor kernel"
+        );
+    }
+    // And it moved: a teacher is not its own init any more.
+    let untouched = init(2).state().unwrap();
+    assert!(got.iter().any(|(k, v)| v != &untouched[k]));
+}
+
+#[test]
+fn grouped_ema_refuses_bad_pairs_naming_the_op() {
+    let g = gpu();
+    let a = upload(&g, &ssnet::reference::normal(1, 10), &[10]);
+    let b = upload(&g, &ssnet::reference::normal(2, 10), &[10]);
+    let c = upload(&g, &ssnet::reference::normal(3, 12), &[12]);
+    let cases: [(&[(&Tensor, &Tensor)], &str); 4] = [
+        (&[(&a, &c)], "same shapes"),
+        (&[(&a, &b), (&a, &b)], "share a teacher"),
+        (&[(&a, &a)], "share a teacher"),
+        (&[(&a, &b), (&b, &a)], "share a teacher"),
+    ];
+    for (pairs, why) in cases {
+        let e = ops::ema::ema_many(pairs, 0.5).unwrap_err().to_string();
+        assert!(
+            e.contains("ema") && e.contains(why) && !e.contains('\n'),
+            "{e}"
+        );
+    }
+    let u = Tensor::from_u32(&g, &[1; 10], &[10]).unwrap();
+    assert!(ops::ema::ema_many(&[(&a, &u)], 0.5).is_err());
+    ops::ema::ema_many(&[], 0.5).unwrap();
+}
+
+/// Under WebGPU's default limits (8 storage buffers per stage) the grouped EMA takes 4
+/// pairs per dispatch and still gives the per-tensor bits.
+#[test]
+fn grouped_ema_under_webgpu_limits_takes_four_pairs_per_dispatch() {
+    let g = ssnet::gpu::Gpu::with_options(
+        std::env::var("SSNET_DEVICE").ok().as_deref(),
+        ssnet::gpu::GpuOptions {
+            limits: ssnet::gpu::LimitsMode::WebGpu,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    assert_eq!(g.limits.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(ops::ema::ema_slots(&g), 4);
+    let (t, s) = ema_pairs(&g, 7);
+    let (want, _) = ema_pairs(&g, 7);
+    for (w, st) in want.iter().zip(&s) {
+        ops::admt::ema_into(w, st, 0.9).unwrap();
+    }
+    let pairs: Vec<(&Tensor, &Tensor)> = t.iter().zip(&s).collect();
+    let before = g.dispatches();
+    ops::ema::ema_many(&pairs, 0.9).unwrap();
+    assert_eq!(g.dispatches() - before, 5);
+    for (i, (got, w)) in t.iter().zip(&want).enumerate() {
+        assert_eq!(bits(got), bits(w), "tensor {i}");
+    }
+}

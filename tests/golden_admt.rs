@@ -486,7 +486,7 @@ fn admt__ema() {
         "our EMA decay at step {} differs from the official",
         2 * g
     );
-    AdmtTrainer::ema_update(&teacher, &student, alpha as f32).unwrap();
+    ssnet::admt::ema_teacher(&teacher, &student, alpha as f32).unwrap();
     for (name, t) in teacher.params().iter().chain(teacher.buffers()) {
         let key = format!("after.{name}");
         p.tensor("teacher after the EMA", &key, &t.to_f32().unwrap(), tol::OP);

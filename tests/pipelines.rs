@@ -1,6 +1,7 @@
 //! Every pipeline the engine creates, on every backend. `tests/pipelines.list` is the set of
 //! (shader, entry point, override constants) that a tiny 3D and 2D SS-Net training
-//! iteration, inference of both pipelines and the tuning candidates of every tiled kernel
+//! iteration, two AD-MT steps of each (both strong views, the grouped EMA at every width),
+//! inference of both pipelines and the tuning candidates of every tiled kernel
 //! (f32 and the emulated tensor-core path on 16×16 and 8×8 tiles) create; `pipelines_created_match_the_committed_list`
 //! records them on the test adapter and fails when the list is stale. Regenerate it with
 //!
@@ -20,6 +21,7 @@ mod common;
 use common::*;
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+use ssnet::admt::{AdmtConfig, AdmtInputs, AdmtTrainer};
 use ssnet::gpu::registry::{created, parse_list, PipelineSpec};
 use ssnet::gpu::{Gpu, GpuOptions, MatrixUnits, MmaShape, Shader};
 use ssnet::infer::{predict_volume, InferConfig, SliceWise, SlidingWindow, Weighting};
@@ -77,6 +79,56 @@ fn train_iteration(g: &Arc<Gpu>, arch: Arch, spatial: &[usize], classes: usize) 
         })
         .unwrap();
     assert!(l.loss.is_finite(), "{arch:?} step loss {}", l.loss);
+}
+
+/// Two AD-MT steps of `arch` with an alternation period of 1 (teacher 1 with the intensity
+/// view, then teacher 2 with CutMix), and the grouped EMA's narrower entry points (the step
+/// takes the widest this adapter allows).
+fn admt_steps(g: &Arc<Gpu>, arch: Arch, spatial: &[usize], classes: usize) {
+    let cfg = ModelConfig {
+        arch,
+        in_channels: 1,
+        num_classes: classes,
+    };
+    let base = match arch {
+        Arch::VNet => AdmtConfig::la(),
+        Arch::UNet => AdmtConfig::acdc(),
+    };
+    let mut t = AdmtTrainer::init(
+        g,
+        cfg,
+        AdmtConfig {
+            max_period: 1,
+            ..base
+        },
+        5,
+    )
+    .unwrap();
+    let shape = |n: usize| [vec![n, 1], spatial.to_vec()].concat();
+    // Two unlabelled samples: the updated teacher's batch statistics need more than one
+    // value per channel at VNet's 1×1×1 bottleneck.
+    let x = |seed: u64, n: usize| upload(g, &r::normal(seed, numel(&shape(n))), &shape(n));
+    let (labeled, weak, strong) = (x(11, 1), x(12, 2), x(13, 2));
+    let ls = [vec![1], spatial.to_vec()].concat();
+    let labels: Vec<u32> = (0..numel(&ls)).map(|i| (i % classes) as u32).collect();
+    let labels = Tensor::from_u32(g, &labels, &ls).unwrap();
+    let inputs = AdmtInputs {
+        labeled: &labeled,
+        labels: &labels,
+        weak: &weak,
+        strong: &strong,
+    };
+    let cutmix: Vec<bool> = (0..2).map(|_| t.step(&inputs).unwrap().cutmix).collect();
+    assert_eq!(cutmix, [false, true], "{arch:?}: the alternation");
+    let pairs: Vec<(&Tensor, &Tensor)> = t
+        .teacher1
+        .params()
+        .values()
+        .zip(t.student.params().values())
+        .collect();
+    for width in [4, 8] {
+        ops::ema::ema_many_with(&pairs, 0.5, width).unwrap();
+    }
 }
 
 /// Inference of both pipelines (the 3D sliding window with both weightings, the 2D
@@ -176,6 +228,8 @@ fn pipelines_created_match_the_committed_list() {
     let g = gpu();
     train_iteration(&g, Arch::VNet, &[16, 16, 16], 2);
     train_iteration(&g, Arch::UNet, &[16, 16], 4);
+    admt_steps(&g, Arch::VNet, &[16, 16, 16], 2);
+    admt_steps(&g, Arch::UNet, &[16, 16], 4);
     inference(&g);
     let f32_dev = device(MatrixUnits::Off, MmaShape::M16x16);
     tuning_candidates(&f32_dev);

@@ -1,9 +1,10 @@
 //! Tensors over the storage-binding limit: the ops that work in pieces (the element-wise
-//! family, dropout, uniform noise, the SGD and EMA updates) bind them a range at a time and
-//! give the same bits as one whole launch; the others refuse them naming the limit. A device
-//! opened with a 1 MiB binding limit (`GpuOptions::max_binding_bytes`, the
-//! `SSNET_MAX_BINDING_BYTES` knob) makes a 3 MiB tensor split into four pieces, the last one
-//! short, and the pieces cross channel boundaries of the bias.
+//! family, dropout, uniform noise, the SGD and EMA updates, the grouped EMA's slots) bind
+//! them a range at a time and give the same bits as one whole launch; the others refuse them
+//! naming the limit. A device opened with a 1 MiB binding limit
+//! (`GpuOptions::max_binding_bytes`, the `SSNET_MAX_BINDING_BYTES` knob) makes a 3 MiB tensor
+//! split into four pieces, the last one short, and the pieces cross channel boundaries of the
+//! bias.
 
 mod common;
 use common::*;
@@ -149,4 +150,54 @@ fn the_binding_knob_rejects_junk() {
     .unwrap()
     .to_string();
     assert!(e.contains("1000"), "{e}");
+}
+
+/// The grouped EMA (AD-MT's teachers) under the 1 MiB binding limit: a 3 MiB tensor is cut
+/// into four pieces, each a slot of its own beside whole small tensors, and every tensor gets
+/// the bits of the per-tensor kernel on the unrestricted device, in the dispatches the plan
+/// counts.
+#[test]
+fn grouped_ema_cuts_tensors_over_the_binding_limit_into_slots() {
+    let small = small_binding();
+    let whole = ssnet::gpu::Gpu::new(std::env::var("SSNET_DEVICE").ok().as_deref()).unwrap();
+    let big: usize = SHAPE.iter().product();
+    let lens = [5usize, big, 257, (LIMIT as usize / 4) + 1, 1000, 3];
+    let make = |g: &Arc<Gpu>, seed: u64| -> Vec<Tensor> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| upload(g, &r::normal(seed + i as u64, n), &[n]))
+            .collect()
+    };
+    let run_on = |g: &Arc<Gpu>, grouped: bool| -> (Vec<Vec<u32>>, u64) {
+        let (t, s) = (make(g, 10), make(g, 20));
+        g.sync().unwrap();
+        let before = g.dispatches();
+        if grouped {
+            let pairs: Vec<(&Tensor, &Tensor)> = t.iter().zip(&s).collect();
+            ops::ema::ema_many(&pairs, 0.99).unwrap();
+        } else {
+            for (a, b) in t.iter().zip(&s) {
+                ops::admt::ema_into(a, b, 0.99).unwrap();
+            }
+        }
+        let n = g.dispatches() - before;
+        (t.iter().map(bits).collect(), n)
+    };
+    let (want, per_tensor) = run_on(&whole, false);
+    assert_eq!(per_tensor, lens.len() as u64);
+    let (got, grouped) = run_on(&small, true);
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        assert_eq!(
+            differ, 0,
+            "tensor {i} of {} elements: {differ} differ",
+            lens[i]
+        );
+    }
+    // 4 pieces of the big tensor, 2 of the one just over the limit, 4 whole: 10 slots.
+    let piece = LIMIT as usize / 4;
+    let plan = ops::ema::ema_plan(&lens, ops::ema::ema_slots(&small), piece).unwrap();
+    assert_eq!(plan.iter().map(Vec::len).sum::<usize>(), 10);
+    assert_eq!(grouped, plan.len() as u64);
+    assert!(plan.iter().flatten().all(|s| s.len <= piece));
 }

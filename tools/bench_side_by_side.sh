@@ -7,8 +7,11 @@
 #
 # Environment: SIZE (full|tiny, default full), OUT (result folder; the GPU machine's $OUT
 # comes back to the caller), SSNET (our binary, default ./target/release/ssnet),
-# PYTHON (default python3), OURS_ARGS / TORCH_ARGS (extra flags for either side, e.g.
-# TORCH_ARGS="--tf32 off"). Writes ours.json, torch.json, ours.log, torch.log, compare.txt.
+# PYTHON (default python3), ADMT_CODE (the official AD-MT code/ folder for PyTorch's admt3d /
+# admt2d rows; default .gl/admt/code from tools/stage_gpu.sh), OURS_ARGS / TORCH_ARGS (extra
+# flags for either side, e.g. TORCH_ARGS="--tf32 off"; row names go there too, e.g.
+# OURS_ARGS="admt3d admt2d" TORCH_ARGS="admt3d admt2d"). Writes ours.json, torch.json,
+# ours.log, torch.log, compare.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -16,6 +19,7 @@ SIZE=${SIZE:-full}
 OUT_DIR=${OUT:-bench_out}
 SSNET=${SSNET:-./target/release/ssnet}
 PYTHON=${PYTHON:-python3}
+ADMT_CODE=${ADMT_CODE:-.gl/admt/code}
 mkdir -p "$OUT_DIR"
 
 echo "== date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -56,9 +60,15 @@ else
     ours_rc=127
 fi
 
-echo "== pytorch: $PYTHON tools/bench_torch.py --size $SIZE --json $OUT_DIR/torch.json ${TORCH_ARGS:-}"
+# The PyTorch AD-MT rows run the official code; without it they are left out, loudly.
+torch_rows=""
+if [ ! -f "$ADMT_CODE/train_post_3d_aut.py" ]; then
+    echo "== AD-MT rows: no official code at $ADMT_CODE (run tools/stage_gpu.sh or set ADMT_CODE); PyTorch runs the SS-Net rows only"
+    torch_rows="iteration3d iteration2d inference3d layers"
+fi
+echo "== pytorch: $PYTHON tools/bench_torch.py --size $SIZE --admt-code $ADMT_CODE --json $OUT_DIR/torch.json ${TORCH_ARGS:-} $torch_rows"
 # shellcheck disable=SC2086
-"$PYTHON" tools/bench_torch.py --size "$SIZE" --json "$OUT_DIR/torch.json" ${TORCH_ARGS:-} 2>&1 | tee "$OUT_DIR/torch.log"
+"$PYTHON" tools/bench_torch.py --size "$SIZE" --admt-code "$ADMT_CODE" --json "$OUT_DIR/torch.json" ${TORCH_ARGS:-} $torch_rows 2>&1 | tee "$OUT_DIR/torch.log"
 torch_rc=${PIPESTATUS[0]}
 
 if [ "$ours_rc" -eq 0 ] && [ "$torch_rc" -eq 0 ]; then

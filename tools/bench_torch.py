@@ -17,6 +17,10 @@ What it measures on the current CUDA device (or on the CPU with `--device cpu`, 
 * `iteration2d`: the same with UNet, batch 24 (12 + 12) of 256x256 (tiny: 4x1x32x32);
 * `inference3d`: VNet, eval mode, no autograd, one 112x112x80 patch (tiny: 16^3):
   forward + softmax, as a sliding-window step does;
+* `admt3d` / `admt2d`: one step of the OFFICIAL AD-MT code (imported from `--admt-code DIR`,
+  see tools/bench_admt_torch.py), LA settings with its VNet on the `iteration3d` batch, ACDC
+  settings with its UNet on the `iteration2d` batch, split unlabelled + labelled = half + half;
+  `peak_memory_admt3d_bytes` / `peak_memory_admt2d_bytes` as for SS-Net;
 * `peak_memory_3d_bytes` / `peak_memory_2d_bytes`: torch.cuda.max_memory_allocated over the
   timed iterations (statistics reset after the warm-up; 0 on the CPU);
 * `layers`: every distinct convolution / transposed-convolution shape of both nets
@@ -31,6 +35,10 @@ Conventions (the Rust `ssnet bench` uses the same ones):
   transposed convolution 2 * N * in_voxels * Ci * Co * k^d (the same products counted from the
   input side). A layer row's `gflop` is that of the forward; its two backward passes do the
   same number of multiply-adds and are given the same `gflop`.
+* gflop of an AD-MT step = the two teachers' forwards on the U unlabelled samples + the
+  student's forward on L + 2U + its backward (weight gradients: one forward's worth; input
+  gradients: another, less the first convolution's, which the images do not need):
+  2 F(U) + 3 F(L + 2U) - F_first(L + 2U), F counted on the official networks.
 * gflop of an iteration = 9 x the network's forward convolution FLOPs at that batch:
   forward (1) + the VAT's three forwards (3) + its input-only backward (1) + the two full
   backwards of the final loss (2 x 2) ~ 9 forwards. Heads, losses, BatchNorm etc. are not
@@ -61,6 +69,10 @@ Timing: the wall clock and CUDA events around each timed region with synchronisa
 and after; the first iteration of each net is a validation run (every loss term must be
 finite) and is not timed, then `--warmup` untimed iterations, then `--reps` timed ones.
 
+Rows: `bench_torch.py [ROW ...]` runs only those (iteration3d iteration2d inference3d admt3d
+admt2d layers; default all); a row not run is null in the JSON (layers: []). The AD-MT rows
+need `--admt-code DIR` (or ADMT_CODE): without it they are refused with the way to get it.
+
 `--tf32 on|off` sets both cuDNN's and cuBLAS's TF32 switches; without it PyTorch's defaults
 stay (convolutions TF32, matmuls full FP32), and the JSON records whether convolutions ran
 with TF32 allowed. The JSON (printed as the last line of stdout, and written to `--json FILE`)
@@ -72,6 +84,7 @@ import contextlib
 import gc
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -677,7 +690,6 @@ def check_golden(golden_dir, log):
     gradients move by ~1e-3 when the input moves by 1e-6: there each tolerance is widened to
     3x the change that a 1e-6 relative input perturbation causes (as tests/golden/ssnet.rs
     does). Returns True when everything is within tolerance."""
-    import os
     ok = True
     prev = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -794,6 +806,47 @@ def bench_inference(shape, device, clock, args, log):
     return timing(times, gflop, shape)
 
 
+def bench_admt(official, dim, shape, device, clock, args, log):
+    """One official AD-MT step per timed repetition (tools/bench_admt_torch.py) on a synthetic
+    batch of `shape` = [U + L, 1, ...], U = L = half (the unlabelled samples first, as the
+    official sampler orders them)."""
+    import random
+    import numpy as np
+    import bench_admt_torch as ba
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    classes = ba.CONFIGS[dim]["num_classes"]
+    n = shape[0]
+    weak, label = synthetic_batch(shape, n, classes, device, gen)
+    strong = torch.rand(shape, generator=gen).to(device)
+    st = ba.AdmtStep(official, dim, weak, strong, label, n // 2, device)
+    vals = st.step()                                          # validation, not timed
+    bad = [k for k in ("loss", "loss_lb", "loss_ulb") if not math.isfinite(vals[k])]
+    if bad:
+        raise RuntimeError("AD-MT %dD: non-finite loss terms %s: %s" % (dim, bad, vals))
+    log("  validation step: " + ", ".join("%s %.5g" % (k, v) for k, v in vals.items()))
+    for _ in range(args.warmup):
+        st.step()
+    clock.sync()
+    if clock.cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = [clock.time(st.step) for _ in range(max(args.reps, 1))]
+    peak = torch.cuda.max_memory_allocated() if clock.cuda else 0
+    log("  AD-MT %dD: %s (iterations %d..%d)" % (dim, describe(times), st.iter_num - len(times), st.iter_num - 1))
+    cls, kwargs = official.net_classes[ba.CONFIGS[dim]["model"]]
+    u, l = n - n // 2, n // 2
+    sample = list(shape[1:])
+    student = [l + 2 * u] + sample
+    first = trace_convs(cls, kwargs, [1] + sample, device)[0]
+    gflop = (2.0 * forward_gflop(cls, kwargs, [u] + sample, device)
+             + 3.0 * forward_gflop(cls, kwargs, student, device)
+             - 2.0 * conv_macs(first[1], first[2], first[3]) * student[0] / 1e9)
+    del st, weak, strong, label
+    return timing(times, gflop, shape), peak
+
+
 def release(device):
     gc.collect()
     if device.type == "cuda":
@@ -812,19 +865,29 @@ def set_tf32(mode):
         return bool(torch.backends.cudnn.allow_tf32)
 
 
+ROWS = ["iteration3d", "iteration2d", "inference3d", "admt3d", "admt2d", "layers"]
+ROW_LABELS = (("iteration3d", "SS-Net 3D iteration (VNet)"), ("iteration2d", "SS-Net 2D iteration (UNet)"),
+              ("inference3d", "VNet inference, one patch"), ("admt3d", "AD-MT 3D step (VNet, LA)"),
+              ("admt2d", "AD-MT 2D step (UNet, ACDC)"))
+
+
 def print_table(rep, log):
     log("")
     opt = lambda v, prec: "-" if v is None else "%.*f" % (prec, v)
     log("GFLOP/s from the GPU time (CUDA events) when there is one, else from the wall clock")
     log("%-34s %10s %10s %10s %10s  %s" % ("what", "wall ms", "GPU ms", "GFLOP", "GFLOP/s", "batch"))
-    for key, label in (("iteration3d", "SS-Net 3D iteration (VNet)"), ("iteration2d", "SS-Net 2D iteration (UNet)"),
-                       ("inference3d", "VNet inference, one patch")):
+    for key, label in ROW_LABELS:
         t = rep[key]
+        if t is None:
+            continue
         rate = t["gpu_gflops"] if t["gpu_gflops"] is not None else t["gflops"]
         log("%-34s %10.2f %10s %10.1f %10.1f  %s" % (label, t["ms"], opt(t["gpu_ms"], 2), t["gflop"], rate, t["batch"]))
     gib = float(1 << 30)
-    log("peak GPU memory allocated: 3D %.2f GiB, 2D %.2f GiB" % (
-        rep["peak_memory_3d_bytes"] / gib, rep["peak_memory_2d_bytes"] / gib))
+    peaks = ["%s %.2f GiB" % (name, rep[k] / gib) for k, name in (
+        ("peak_memory_3d_bytes", "SS-Net 3D"), ("peak_memory_2d_bytes", "SS-Net 2D"),
+        ("peak_memory_admt3d_bytes", "AD-MT 3D"), ("peak_memory_admt2d_bytes", "AD-MT 2D")) if rep[k] is not None]
+    if peaks:
+        log("peak GPU memory allocated: " + ", ".join(peaks))
     if rep["layers"]:
         log("")
         log("%-5s %-42s %-30s %-10s %9s %9s %9s %9s %4s" % (
@@ -836,9 +899,17 @@ def print_table(rep, log):
                 l.get("_uses", 1)))
 
 
+def opt_int(v):
+    return None if v is None else int(v)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rows", nargs="*", metavar="ROW",
+                    help="rows to run (default all): " + " ".join(ROWS))
+    ap.add_argument("--admt-code", metavar="DIR", default=os.environ.get("ADMT_CODE"),
+                    help="the official AD-MT code/ folder for the admt3d/admt2d rows (default $ADMT_CODE)")
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu (smoke test)")
     ap.add_argument("--size", choices=["full", "tiny"], default="full")
     ap.add_argument("--tf32", choices=["on", "off"], default=None,
@@ -846,7 +917,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5, help="timed iterations (median reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed iterations after the validation one")
     ap.add_argument("--layer-reps", type=int, default=20, help="back-to-back calls per layer pass (mean)")
-    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table (default rows)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     ap.add_argument("--keep", choices=["lowest", "highest"], default="lowest",
                     help="which selector scores the memory keeps (the reference keeps the lowest)")
@@ -862,6 +933,20 @@ def main(argv=None):
 
     if args.check_golden:
         return 0 if check_golden(args.check_golden, log) else 1
+
+    rows = args.rows or list(ROWS)
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit("bench_torch.py: unknown row(s) %s; the rows are %s" % (", ".join(unknown), " ".join(ROWS)))
+    if args.no_layers and "layers" in rows:
+        rows.remove("layers")
+    official = None
+    if "admt3d" in rows or "admt2d" in rows:
+        import bench_admt_torch as ba
+        try:
+            official = ba.Official(args.admt_code)
+        except ba.OfficialCodeError as e:
+            sys.exit("bench_torch.py: %s" % e)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -884,18 +969,30 @@ def main(argv=None):
     task3 = Task(3, 2, n3 // 2, eps=10.0, w=consistency_weight(1.0, 40.0, 40))
     task2 = Task(2, 4, n2 // 2, eps=6.0, w=consistency_weight(0.1, 200.0, 200))
 
-    log("3D iteration (VNet) %s" % sz["s3"])
-    it3, peak3 = bench_iteration(VNet, {}, task3, sz["s3"], device, clock, args, log)
-    release(device)
-    log("2D iteration (UNet) %s" % sz["s2"])
-    it2, peak2 = bench_iteration(UNet, {}, task2, sz["s2"], device, clock, args, log)
-    release(device)
-    log("VNet inference %s" % sz["si"])
-    inf = bench_inference(sz["si"], device, clock, args, log)
-    release(device)
+    it3 = it2 = inf = adm3 = adm2 = peak3 = peak2 = peak_adm3 = peak_adm2 = None
+    if "iteration3d" in rows:
+        log("3D iteration (VNet) %s" % sz["s3"])
+        it3, peak3 = bench_iteration(VNet, {}, task3, sz["s3"], device, clock, args, log)
+        release(device)
+    if "iteration2d" in rows:
+        log("2D iteration (UNet) %s" % sz["s2"])
+        it2, peak2 = bench_iteration(UNet, {}, task2, sz["s2"], device, clock, args, log)
+        release(device)
+    if "inference3d" in rows:
+        log("VNet inference %s" % sz["si"])
+        inf = bench_inference(sz["si"], device, clock, args, log)
+        release(device)
+    if "admt3d" in rows:
+        log("AD-MT 3D step (official code %s, VNet, LA settings) %s" % (official.dir, sz["s3"]))
+        adm3, peak_adm3 = bench_admt(official, 3, sz["s3"], device, clock, args, log)
+        release(device)
+    if "admt2d" in rows:
+        log("AD-MT 2D step (official code %s, UNet, ACDC settings) %s" % (official.dir, sz["s2"]))
+        adm2, peak_adm2 = bench_admt(official, 2, sz["s2"], device, clock, args, log)
+        release(device)
 
     layers = []
-    if not args.no_layers:
+    if "layers" in rows:
         gen = torch.Generator().manual_seed(args.seed + 2)
         rows = distinct_layers("vnet", VNet, {}, [sz["l3n"]] + sz["l3"][1:], device)
         rows += distinct_layers("unet", UNet, {}, [sz["l2n"]] + sz["l2"][1:], device)
@@ -907,8 +1004,9 @@ def main(argv=None):
            "gpu_timer": "torch.cuda.Event" if device.type == "cuda" else None,
            "tuned": bool(args.cudnn_benchmark),
            "tensor_cores": "tf32" if tf32 else "off",
-           "iteration3d": it3, "iteration2d": it2, "inference3d": inf,
-           "peak_memory_3d_bytes": int(peak3), "peak_memory_2d_bytes": int(peak2),
+           "iteration3d": it3, "iteration2d": it2, "inference3d": inf, "admt3d": adm3, "admt2d": adm2,
+           "peak_memory_3d_bytes": opt_int(peak3), "peak_memory_2d_bytes": opt_int(peak2),
+           "peak_memory_admt3d_bytes": opt_int(peak_adm3), "peak_memory_admt2d_bytes": opt_int(peak_adm2),
            "layers": layers}
     print_table(rep, log)
     for l in rep["layers"]:

@@ -4,7 +4,8 @@
 
     python3 tools/compare_bench.py ours.json torch.json [--markdown]
 
-For the two iterations, inference and every layer pass present in both, it prints the times,
+For the SS-Net iterations, inference, the AD-MT steps and every layer pass present in both (a
+row neither report ran is left out; one side's missing row shows as -), it prints the times,
 ours/PyTorch (the time ratio: below 1 means we are faster) and the speed-up PyTorch/ours (above 1
 means we are faster); for peak memory ours/PyTorch. Times are compared on the GPU time
 (`gpu_ms`: our GPU timestamps, PyTorch's CUDA events) when both reports have it for that row,
@@ -124,8 +125,11 @@ def main(argv=None):
 
     rows = []
     for key, label in (("iteration3d", "SS-Net 3D iteration (VNet)"), ("iteration2d", "SS-Net 2D iteration (UNet)"),
-                       ("inference3d", "VNet inference, one patch")):
+                       ("inference3d", "VNet inference, one patch"), ("admt3d", "AD-MT 3D step (VNet, LA)"),
+                       ("admt2d", "AD-MT 2D step (UNet, ACDC)")):
         o, p = ours.get(key) or {}, pt.get(key) or {}
+        if not o and not p:
+            continue                     # a row neither report ran
         tk, rk, by = basis(o, p)
         r = ratio(o.get(tk), p.get(tk))
         if o.get("batch") and p.get("batch") and o["batch"] != p["batch"]:
@@ -137,8 +141,12 @@ def main(argv=None):
 
     gib = float(1 << 30)
     rows = []
-    for key, label in (("peak_memory_3d_bytes", "peak memory, 3D iteration"), ("peak_memory_2d_bytes", "peak memory, 2D iteration")):
+    for key, label in (("peak_memory_3d_bytes", "peak memory, 3D iteration"), ("peak_memory_2d_bytes", "peak memory, 2D iteration"),
+                       ("peak_memory_admt3d_bytes", "peak memory, AD-MT 3D step"),
+                       ("peak_memory_admt2d_bytes", "peak memory, AD-MT 2D step")):
         o, p = ours.get(key), pt.get(key)
+        if o is None and p is None:
+            continue
         rows.append([label, "", fmt(o / gib if o else None, ".2f"), fmt(p / gib if p else None, ".2f"),
                      fmt(ratio(o, p), ".3f")])
     table(["what", "", "ours GiB", "torch GiB", "ours/torch"], rows)

@@ -6,11 +6,15 @@
 #   .gl/acdc/          an ACDC subset for the short real-data run: val/ whole, train/ the
 #                      first $ACDC_TRAIN_PATIENTS patients of train_slices.list (the first 3
 #                      are the labelled ones), an empty test list
+#   .gl/admt/code/     the official AD-MT code (github.com/ZhenZHAO/AD-MT, the code/ folder of
+#                      the mirror $ADMT_REPO, a bare git directory) that tools/bench_torch.py
+#                      imports for the admt3d/admt2d rows (the machine has no network)
 # Then, on the device: bash tools/gpu_session.sh   (carry: [".gl"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 N=${ACDC_TRAIN_PATIENTS:-24}
+ADMT_REPO=${ADMT_REPO:-/work/.mirror/ZhenZHAO+AD-MT/repo}
 
 cargo build --release --bin ssnet
 mkdir -p .gl
@@ -31,5 +35,12 @@ for p in $patients; do
 done
 grep -F -f <(printf '%s_\n' $patients) "$src/splits/train_slices.list" > "$dst/splits/train_slices.list"
 grep -F -f <(printf '%s_\n' $patients) "$src/splits/train.list" > "$dst/splits/train.list"
+rm -rf .gl/admt
+mkdir -p .gl/admt
+git --git-dir="$ADMT_REPO" archive HEAD code | tar -x -C .gl/admt
+for f in networks/net_factory.py utils/losses.py dataloaders/mixaugs.py train_utils.py train_post_3d_aut.py train_post_2d_aut.py; do
+    test -f ".gl/admt/code/$f" || { echo "stage_gpu.sh: $ADMT_REPO has no code/$f (set ADMT_REPO to the AD-MT mirror)" >&2; exit 1; }
+done
+echo "staged: the official AD-MT code at $(git --git-dir="$ADMT_REPO" rev-parse --short HEAD) in .gl/admt/code"
 du -sh .gl
 echo "staged: $(wc -l < "$dst/splits/train_slices.list") training slices of $N patients, $(wc -l < "$dst/splits/val.list") validation cases"

@@ -35,4 +35,6 @@ pub mod strong;
 
 pub use resume::AdmtResume;
 pub use schedule::{Teacher, TeacherSchedule};
-pub use step::{AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, StepDraws, UnsupLoss};
+pub use step::{
+    ema_teacher, AdmtConfig, AdmtInputs, AdmtLosses, AdmtTrainer, StepDraws, UnsupLoss,
+};

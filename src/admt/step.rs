@@ -18,7 +18,8 @@
 //! 5. `L = L_sup + λ(k) L_u`; the terms read back once (the only readback), checked finite,
 //!    then backward and SGD (momentum, weight decay, PyTorch's semantics) at the poly LR.
 //! 6. EMA of every parameter AND BatchNorm buffer of the student into the updated teacher
-//!    only, `α = ema_alpha(k, R, 0.99)` (a copy while ⌊k/2⌋ < R); the alternation advances;
+//!    only, `α = ema_alpha(k, R, 0.99)` (a copy while ⌊k/2⌋ < R), up to 16 tensors per
+//!    dispatch ([`ema_teacher`]); the alternation advances;
 //!    the next step's LR is `poly_lr(base, k, max)`.
 //!
 //! One seeded RNG (PCG32) drives the initialisation seeds, the alternation periods, the
@@ -193,6 +194,19 @@ fn cat_batch(xs: &[&Tensor]) -> Result<Tensor> {
     cat.reshape(&shape)
 }
 
+/// `θ_T ← α·θ_T + (1 − α)·θ_S` for every parameter and BatchNorm buffer of `teacher`, paired
+/// with the student's tensor of the same name (ADMT.md §4 step 11), in few dispatches
+/// ([`ops::ema::ema_many`]: up to 16 tensors each, same bits as one dispatch per tensor).
+pub fn ema_teacher(teacher: &Model, student: &Model, alpha: f32) -> Result<()> {
+    let pairs = teacher
+        .params()
+        .iter()
+        .chain(teacher.buffers())
+        .map(|(name, t)| Ok((t, student.get(name)?)))
+        .collect::<Result<Vec<_>>>()?;
+    ops::ema::ema_many(&pairs, alpha)
+}
+
 impl AdmtTrainer {
     /// Three independently initialised heads-free networks (student, teacher 1, teacher 2,
     /// in that order, their seeds drawn from `seed`'s stream), then the first alternation
@@ -239,15 +253,6 @@ impl AdmtTrainer {
             keep_targets: false,
             last_target: None,
         })
-    }
-
-    /// `teacher ← alpha·teacher + (1 − alpha)·student` over every parameter AND BatchNorm
-    /// buffer (ADMT.md §4 step 11), in place.
-    pub fn ema_update(teacher: &Model, student: &Model, alpha: f32) -> Result<()> {
-        for (name, t) in teacher.params().iter().chain(teacher.buffers()) {
-            adops::ema_into(t, student.get(name)?, alpha)?;
-        }
-        Ok(())
     }
 
     pub fn teacher(&self, t: Teacher) -> &Model {
@@ -450,7 +455,7 @@ impl AdmtTrainer {
 
         // 6. EMA into the updated teacher, alternation, LR
         let alpha = ema_alpha(k, cfg.rampup, cfg.ema_cap) as f32;
-        Self::ema_update(self.teacher(updated), &self.student, alpha)?;
+        ema_teacher(self.teacher(updated), &self.student, alpha)?;
         self.schedule.advance(&mut self.rng);
         self.lr = poly_lr(cfg.base_lr, k, cfg.max_iterations, cfg.lr_power) as f32;
         self.iter = k + 1;

@@ -1,2 +1,3 @@
+pub mod admt;
 pub mod layers;
 pub mod step;

@@ -1,5 +1,6 @@
-//! The SS-Net benchmark: the full 3D and 2D training iterations, VNet inference on one patch,
-//! peak GPU memory the engine allocated, and the per-layer convolution table. Its JSON keys
+//! The benchmark: the full SS-Net 3D and 2D training iterations, the AD-MT steps
+//! ([`super::admt`]), VNet inference on one patch, peak GPU memory the engine allocated, and
+//! the per-layer convolution table; any subset of them ([`Row`]). Its JSON keys
 //! are the ones `tools/bench_torch.py` writes for PyTorch on the same card, so
 //! `tools/compare_bench.py` can put the two side by side.
 //!
@@ -89,6 +90,35 @@ pub fn gpu_medians(gpu: &[Option<GpuTiming>]) -> (Option<f64>, Option<f64>) {
     }
 }
 
+/// One row of the report (`ssnet bench [ROW]...`); the JSON key of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Row {
+    /// SS-Net, VNet, LA settings.
+    Iteration3d,
+    /// SS-Net, UNet, ACDC settings.
+    Iteration2d,
+    /// VNet inference on one patch.
+    Inference3d,
+    /// AD-MT, VNet, LA settings.
+    Admt3d,
+    /// AD-MT, UNet, ACDC settings.
+    Admt2d,
+    /// The per-layer convolution table.
+    Layers,
+}
+
+impl Row {
+    pub const ALL: [Row; 6] = [
+        Row::Iteration3d,
+        Row::Iteration2d,
+        Row::Inference3d,
+        Row::Admt3d,
+        Row::Admt2d,
+        Row::Layers,
+    ];
+}
+
+/// The report; a row that was not asked for is `null` (the layer table: empty).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub engine: String,
@@ -103,11 +133,15 @@ pub struct BenchReport {
     /// the matrix units, `--tensor-cores on`) or "emulated" (the f16 path without them).
     /// PyTorch's report says "tf32" or "off".
     pub tensor_cores: String,
-    pub iteration3d: Timing,
-    pub iteration2d: Timing,
-    pub inference3d: Timing,
-    pub peak_memory_3d_bytes: u64,
-    pub peak_memory_2d_bytes: u64,
+    pub iteration3d: Option<Timing>,
+    pub iteration2d: Option<Timing>,
+    pub inference3d: Option<Timing>,
+    pub admt3d: Option<Timing>,
+    pub admt2d: Option<Timing>,
+    pub peak_memory_3d_bytes: Option<u64>,
+    pub peak_memory_2d_bytes: Option<u64>,
+    pub peak_memory_admt3d_bytes: Option<u64>,
+    pub peak_memory_admt2d_bytes: Option<u64>,
     pub layers: Vec<LayerRow>,
 }
 
@@ -134,7 +168,9 @@ pub fn forward_gflop(arch: Arch, shape: &[usize], num_classes: usize) -> f64 {
                 }
                 if lvl < 4 {
                     conv(vox(2 << lvl), c[lvl + 1], c[lvl], 8); // down
-                    conv(vox(1 << lvl), c[lvl], c[lvl + 1], 8); // up (transposed, same work)
+                                                                // up: transposed, counted from its input side (the deeper level), as
+                                                                // tools/bench_torch.py counts it: the same work as the down conv
+                    conv(vox(2 << lvl), c[lvl], c[lvl + 1], 8);
                 }
             }
             for (lvl, stages) in [(3usize, 3usize), (2, 3), (1, 2), (0, 1)] {
@@ -163,7 +199,7 @@ pub fn forward_gflop(arch: Arch, shape: &[usize], num_classes: usize) -> f64 {
 }
 
 /// A synthetic batch: smooth random intensities and a sphere (3D) / disc (2D) label.
-fn batch(
+pub(crate) fn batch(
     gpu: &Arc<Gpu>,
     shape: &[usize],
     labeled: usize,
@@ -289,13 +325,14 @@ fn time_inference(gpu: &Arc<Gpu>, shape: &[usize], warmup: usize, reps: usize) -
     Ok(Timing::from_samples(gflop, shape, &ms, &gt))
 }
 
-/// Run the whole benchmark. `full`: the reference's sizes; else tiny shapes for CI.
+/// Run the benchmark's `rows` (in the order of [`Row::ALL`]). `full`: the reference's
+/// sizes; else tiny shapes for CI.
 pub fn run(
     gpu: &Arc<Gpu>,
     full: bool,
     warmup: usize,
     reps: usize,
-    layers: bool,
+    rows: &[Row],
 ) -> Result<BenchReport> {
     let (s3, s2, si): (Vec<usize>, Vec<usize>, Vec<usize>) = if full {
         (
@@ -310,10 +347,35 @@ pub fn run(
             vec![1, 1, 16, 16, 16],
         )
     };
-    let (iteration3d, peak3) = time_iterations(gpu, Arch::VNet, &s3, 2, warmup, reps)?;
-    let (iteration2d, peak2) = time_iterations(gpu, Arch::UNet, &s2, 4, warmup, reps)?;
-    let inference3d = time_inference(gpu, &si, warmup, reps)?;
-    let layers = if layers {
+    let on = |r: Row| rows.contains(&r);
+    let split = |x: Option<(Timing, u64)>| match x {
+        Some((t, p)) => (Some(t), Some(p)),
+        None => (None, None),
+    };
+    let (iteration3d, peak3) = split(
+        on(Row::Iteration3d)
+            .then(|| time_iterations(gpu, Arch::VNet, &s3, 2, warmup, reps))
+            .transpose()?,
+    );
+    let (iteration2d, peak2) = split(
+        on(Row::Iteration2d)
+            .then(|| time_iterations(gpu, Arch::UNet, &s2, 4, warmup, reps))
+            .transpose()?,
+    );
+    let inference3d = on(Row::Inference3d)
+        .then(|| time_inference(gpu, &si, warmup, reps))
+        .transpose()?;
+    let (admt3d, peak_admt3) = split(
+        on(Row::Admt3d)
+            .then(|| super::admt::time_admt(gpu, Arch::VNet, &s3, 2, warmup, reps))
+            .transpose()?,
+    );
+    let (admt2d, peak_admt2) = split(
+        on(Row::Admt2d)
+            .then(|| super::admt::time_admt(gpu, Arch::UNet, &s2, 4, warmup, reps))
+            .transpose()?,
+    );
+    let layers = if on(Row::Layers) {
         conv_layer_table(gpu, full, reps)?
     } else {
         vec![]
@@ -336,8 +398,12 @@ pub fn run(
         iteration3d,
         iteration2d,
         inference3d,
+        admt3d,
+        admt2d,
         peak_memory_3d_bytes: peak3,
         peak_memory_2d_bytes: peak2,
+        peak_memory_admt3d_bytes: peak_admt3,
+        peak_memory_admt2d_bytes: peak_admt2,
         layers,
     })
 }
@@ -357,4 +423,19 @@ pub fn known_fp32_peak_tflops(name: &str) -> Option<f64> {
     .iter()
     .find(|(k, _)| n.contains(k))
     .map(|&(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The totals tools/bench_torch.py gets by tracing PyTorch's convolutions (tools/README.md):
+    /// VNet 80.2 GFLOP per 112×112×80 sample, UNet 141.6 at batch 24 on 256×256.
+    #[test]
+    fn forward_gflop_matches_the_pytorch_trace() {
+        let v = forward_gflop(Arch::VNet, &[1, 1, 112, 112, 80], 2);
+        assert!((v - 80.2).abs() < 0.05, "VNet {v}");
+        let u = forward_gflop(Arch::UNet, &[24, 1, 256, 256], 4);
+        assert!((u - 141.6).abs() < 0.05, "UNet {u}");
+    }
 }

@@ -1,7 +1,8 @@
-//! `ssnet bench`: the SS-Net training step (3D and 2D), VNet inference and the per-layer
-//! convolution table on the chosen GPU, as a table and as JSON (the keys of
-//! `tools/bench_torch.py`, so the two can be compared by `tools/compare_bench.py`).
-use crate::bench::step::{known_fp32_peak_tflops, run as run_bench, Timing};
+//! `ssnet bench [ROW]...`: the SS-Net training iteration and the AD-MT step (3D and 2D),
+//! VNet inference and the per-layer convolution table on the chosen GPU (all rows unless
+//! some are named), as a table and as JSON (the keys of `tools/bench_torch.py`, so the two
+//! can be compared by `tools/compare_bench.py`).
+use crate::bench::step::{known_fp32_peak_tflops, run as run_bench, Row, Timing};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use clap::{Args, ValueEnum};
@@ -17,6 +18,10 @@ pub enum Size {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// Rows to run (default: all): iteration3d, iteration2d (SS-Net), inference3d, admt3d,
+    /// admt2d (AD-MT), layers.
+    #[arg(value_enum)]
+    pub rows: Vec<Row>,
     /// Problem size.
     #[arg(long, value_enum, default_value_t = Size::Full)]
     pub size: Size,
@@ -102,25 +107,42 @@ pub fn run(a: BenchArgs, device: Option<&str>) -> Result<()> {
             "timing: wall clock only (the adapter has no TIMESTAMP_QUERY); GFLOP/s and % peak from the wall clock"
         );
     }
-    let rep = run_bench(
-        &gpu,
-        a.size == Size::Full,
-        a.warmup,
-        a.reps.max(1),
-        !a.no_layers,
-    )?;
+    let mut rows = if a.rows.is_empty() {
+        Row::ALL.to_vec()
+    } else {
+        a.rows.clone()
+    };
+    if a.no_layers {
+        rows.retain(|&r| r != Row::Layers);
+    }
+    let rep = run_bench(&gpu, a.size == Size::Full, a.warmup, a.reps.max(1), &rows)?;
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  batch",
         "what", "wall ms", "GPU ms", "busy ms", "GFLOP", "GFLOP/s", "% peak"
     );
-    row("SS-Net 3D iteration (VNet)", &rep.iteration3d, peak);
-    row("SS-Net 2D iteration (UNet)", &rep.iteration2d, peak);
-    row("VNet inference, one patch", &rep.inference3d, peak);
-    println!(
-        "peak GPU memory allocated: 3D {:.2} GiB, 2D {:.2} GiB",
-        rep.peak_memory_3d_bytes as f64 / (1u64 << 30) as f64,
-        rep.peak_memory_2d_bytes as f64 / (1u64 << 30) as f64
-    );
+    for (name, t) in [
+        ("SS-Net 3D iteration (VNet)", &rep.iteration3d),
+        ("SS-Net 2D iteration (UNet)", &rep.iteration2d),
+        ("VNet inference, one patch", &rep.inference3d),
+        ("AD-MT 3D step (VNet, LA)", &rep.admt3d),
+        ("AD-MT 2D step (UNet, ACDC)", &rep.admt2d),
+    ] {
+        if let Some(t) = t {
+            row(name, t, peak);
+        }
+    }
+    let peaks: Vec<String> = [
+        ("SS-Net 3D", rep.peak_memory_3d_bytes),
+        ("SS-Net 2D", rep.peak_memory_2d_bytes),
+        ("AD-MT 3D", rep.peak_memory_admt3d_bytes),
+        ("AD-MT 2D", rep.peak_memory_admt2d_bytes),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|b| format!("{k} {:.2} GiB", b as f64 / (1u64 << 30) as f64)))
+    .collect();
+    if !peaks.is_empty() {
+        println!("peak GPU memory allocated: {}", peaks.join(", "));
+    }
     if !rep.layers.is_empty() {
         println!(
             "{:<6} {:<36} {:<28} {:<11} {:>9} {:>9} {:>9} {:>9} {:>7}",

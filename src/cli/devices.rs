@@ -71,6 +71,12 @@ impl Needs {
                     | Shader::ConvMma8Emulated
             ) {
                 for e in entry_points(s)? {
+                    // The grouped EMA's 8- and 16-pair entry points are taken only where the
+                    // adapter offers their storage buffers (ops::ema::ema_slots): the 4-pair
+                    // one is what the engine needs.
+                    if s == Shader::Ema && e != "ema_group4" {
+                        continue;
+                    }
                     f32_bytes = f32_bytes.max(add(s, &e, &[])?);
                 }
             }

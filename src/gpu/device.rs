@@ -125,6 +125,7 @@ impl Gpu {
             sync_each: std::env::var("SSNET_SYNC").as_deref() == Ok("1"),
             submit_every: opts.submit_every.unwrap_or(MAX_PENDING_DISPATCHES).max(1),
             submissions: std::sync::atomic::AtomicU64::new(0),
+            dispatch_count: std::sync::atomic::AtomicU64::new(0),
             matrix_units,
             limits_mode: opts.limits,
             binding_knob: opts.max_binding_bytes.is_some(),

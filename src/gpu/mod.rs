@@ -76,6 +76,8 @@ pub struct Gpu {
     submit_every: usize,
     /// Command buffers submitted so far.
     submissions: std::sync::atomic::AtomicU64,
+    /// Dispatches recorded so far.
+    dispatch_count: std::sync::atomic::AtomicU64,
     /// What the convolution GEMMs multiply on (after the capability probe).
     matrix_units: MatrixUnits,
     /// The limits the device was opened with.
@@ -103,6 +105,13 @@ impl Gpu {
     /// every-N-dispatches submissions).
     pub fn submissions(&self) -> u64 {
         self.submissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Compute dispatches recorded since the device was opened (every op's kernels; what
+    /// the tests count to check that an op batches its work, e.g. the grouped EMA).
+    pub fn dispatches(&self) -> u64 {
+        self.dispatch_count
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The matrix-unit tile the tensor-core path uses on this device.

@@ -182,6 +182,8 @@ impl Gpu {
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         rec.dispatches += 1;
+        self.dispatch_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let full = rec.dispatches >= self.submit_every;
         drop(rec);
         if self.sync_each {

@@ -36,8 +36,10 @@ pub enum Shader {
     Dropout,
     Optim,
     Infer,
-    /// AD-MT's per-voxel maps, CutMix and the teachers' EMA.
+    /// AD-MT's per-voxel maps, CutMix and the per-tensor EMA.
     Admt,
+    /// The teachers' EMA over many tensors per dispatch.
+    Ema,
 }
 
 macro_rules! file {
@@ -71,6 +73,7 @@ impl Shader {
         Shader::Optim,
         Shader::Infer,
         Shader::Admt,
+        Shader::Ema,
     ];
 
     /// The files of the module under `shaders/` (name, contents), joined in this order.
@@ -94,6 +97,7 @@ impl Shader {
             Shader::Optim => &[file!("optim.wgsl")],
             Shader::Infer => &[file!("infer.wgsl")],
             Shader::Admt => &[file!("admt.wgsl")],
+            Shader::Ema => &[file!("ema.wgsl")],
         }
     }
 

@@ -253,7 +253,9 @@ pub fn cutmix(x: &Tensor, boxes: &Tensor, spatial: usize) -> Result<Tensor> {
 }
 
 /// `teacher ← alpha·teacher + (1 − alpha)·student`, in place (ADMT.md §4 step 11), for one
-/// tensor pair of the same shape (parameters and BatchNorm buffers alike).
+/// tensor pair of the same shape (parameters and BatchNorm buffers alike): one dispatch per
+/// tensor. A whole model's EMA goes through [`super::ema::ema_many`] (up to 16 tensors per
+/// dispatch, the same bits); this stays as its reference and its fallback.
 pub fn ema_into(teacher: &Tensor, student: &Tensor, alpha: f32) -> Result<()> {
     let op = "ema";
     teacher.expect_dtype(op, DType::F32)?;

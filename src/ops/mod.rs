@@ -10,6 +10,7 @@ pub mod admt;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod ema;
 pub mod loss;
 pub mod matmul;
 pub mod norm;

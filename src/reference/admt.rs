@@ -1,6 +1,6 @@
 //! Float64 twins of AD-MT's per-voxel maths (ADMT.md §4 steps 2, 5, 7, 8; §8), for the GPU
 //! kernels to come and their tests. Layouts: probabilities and logits `[n, c, vox]`, label
-//! and confidence maps `[n, vox]`, row-major.
+//! and confidence maps `[n, vox]`, row-major; the teachers' EMA.
 
 /// How the two teachers' softmaxes are fused (ADMT.md §7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,6 +172,16 @@ pub fn masked_dice(
         }
     }
     (loss / c as f64, grad)
+}
+
+/// The EMA of a teacher tensor towards the student's (ADMT.md §4 step 11):
+/// `α·t + (1 − α)·s`, element by element.
+pub fn ema(t: &[f64], s: &[f64], alpha: f64) -> Vec<f64> {
+    assert_eq!(t.len(), s.len());
+    t.iter()
+        .zip(s)
+        .map(|(a, b)| alpha * a + (1.0 - alpha) * b)
+        .collect()
 }
 
 #[cfg(test)]
