@@ -493,6 +493,43 @@ fn plan_reads_ct_statistics_from_the_labelled_foreground_and_picks_the_network_b
     assert_eq!(off.network, Arch::UNet);
     assert_eq!(off.patch, vec![16, 16]);
     assert!(off.memory.max_patch_voxels < 256, "{:?}", off.memory);
+    // AD-MT's student pass holds L + 2U samples: the same budget allows a smaller patch, and
+    // the plan records the method (SS-Net's plan.json is unchanged: no `method` key).
+    let plan_for = |method| {
+        Plan::make(
+            &ds,
+            &split,
+            &PlanOptions {
+                memory_gib: Some(0.5),
+                method,
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let (ss, ad) = (
+        plan_for(ssnet::train::config::Method::Ssnet),
+        plan_for(ssnet::train::config::Method::Admt),
+    );
+    let (b, l) = (ss.batch_size as u64, ss.labeled_bs as u64);
+    let m = &ad.memory;
+    assert_eq!(
+        m.max_patch_voxels,
+        m.budget_bytes / (m.bytes_per_voxel * (2 * b - l))
+    );
+    assert!(
+        m.max_patch_voxels < ss.memory.max_patch_voxels,
+        "{m:?} vs {:?}",
+        ss.memory
+    );
+    assert!(
+        ad.memory.formula.contains("L + 2U"),
+        "{}",
+        ad.memory.formula
+    );
+    assert!(ad.to_json().unwrap().contains("\"method\": \"admt\""));
+    assert!(!ss.to_json().unwrap().contains("method"));
+    assert!(ad.describe().contains("AD-MT on the"), "{}", ad.describe());
     let json = off.to_json().unwrap();
     assert_eq!(json, off.to_json().unwrap());
     assert!(json.contains("\"formula\""), "{json}");

@@ -32,7 +32,7 @@ use crate::data::nifti::{self, Volume};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Arch, Model};
-use crate::train::config::{Preset, TrainConfig};
+use crate::train::config::{Method, Preset, TrainConfig};
 use crate::train::own;
 use crate::train::plan::{OwnData, Plan, PlanOptions};
 use crate::train::run::{Run, LAST, META_CONFIG};
@@ -95,6 +95,7 @@ impl OwnArgs {
         batch_size: Option<usize>,
         labeled_bs: Option<usize>,
         max_binding: Option<u64>,
+        method: Method,
     ) -> Result<PlanOptions> {
         let target_spacing = match &self.target_spacing {
             None => None,
@@ -134,6 +135,7 @@ impl OwnArgs {
             labeled_bs,
             memory_gib: self.memory_gb,
             max_binding,
+            method,
         })
     }
 }
@@ -158,6 +160,22 @@ fn config_keys(path: &Path) -> Result<toml::Table> {
         t.remove(k);
     }
     Ok(t)
+}
+
+/// The method of an own-data run: `--method`, else the `--config` file's `method`, else SS-Net.
+fn method_of(a: &TrainArgs) -> Result<Method> {
+    let mut t = match &a.config {
+        Some(c) => config_keys(c)?,
+        None => toml::Table::new(),
+    };
+    t.extend(a.overrides()?);
+    match t.remove("method") {
+        None => Ok(Method::Ssnet),
+        Some(v) => v
+            .clone()
+            .try_into::<Method>()
+            .map_err(|_| Error::config(format!("method = {v}: ssnet or admt"))),
+    }
 }
 
 /// The dataset, split and plan of the arguments (nothing written).
@@ -210,6 +228,7 @@ pub fn train(a: &TrainArgs, device: Option<&str>) -> Result<()> {
         a.batch_size,
         a.labeled_bs,
         Some(gpu.max_binding()),
+        method_of(a)?,
     )?;
     let (ds, split, mut plan) = plan_of(&data, &a.own, a.labelnum, a.seed, &po)?;
     let own = own_data(&ds, &plan, &a.own, a.labelnum);

@@ -9,6 +9,7 @@
 use super::own::{plan_of, OwnArgs};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::train::config::Method;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -33,6 +34,10 @@ pub struct PlanArgs {
     /// Print plan.json instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// The method to plan for: ssnet (default) or admt (its student pass holds L + 2U
+    /// samples, which bounds the patch).
+    #[arg(long, default_value = "ssnet", value_parser = ["ssnet", "admt"])]
+    pub method: String,
     #[command(flatten)]
     pub own: OwnArgs,
 }
@@ -46,9 +51,18 @@ pub fn run(a: PlanArgs, device: Option<&str>) -> Result<()> {
             None
         }
     };
-    let po = a
-        .own
-        .plan_options(a.patch.as_deref(), a.batch_size, a.labeled_bs, max_binding)?;
+    let method = if a.method == "admt" {
+        Method::Admt
+    } else {
+        Method::Ssnet
+    };
+    let po = a.own.plan_options(
+        a.patch.as_deref(),
+        a.batch_size,
+        a.labeled_bs,
+        max_binding,
+        method,
+    )?;
     let (_, _, plan) = plan_of(&a.data, &a.own, a.labelnum, a.seed, &po)?;
     if a.json {
         print!("{}", plan.to_json()?);

@@ -20,6 +20,7 @@ use crate::data::nifti;
 use crate::data::preprocess::{intensity, Intensity, Orientation, Preprocessing};
 use crate::error::{Error, Result};
 use crate::nn::Arch;
+use crate::train::config::Method;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub struct PlanOptions {
     pub memory_gib: Option<f64>,
     /// The adapter's largest storage binding (bytes), when a GPU is open.
     pub max_binding: Option<u64>,
+    /// The method the plan is for (AD-MT's student pass holds L + 2U samples).
+    pub method: Method,
 }
 
 /// wgpu does not report the adapter's memory: the budget the patch is bounded by unless
@@ -112,6 +115,9 @@ pub struct Plan {
     pub network: Arch,
     /// Why this network.
     pub network_reason: String,
+    /// The method trained (`admt` recorded; SS-Net's plan.json keeps its bytes).
+    #[serde(default, skip_serializing_if = "is_ssnet")]
+    pub method: Method,
     /// The preset whose hyper-parameters apply (`la` or `acdc`).
     pub preset: String,
     /// VNet `[x, y, z]`; UNet `[y, x]` (rows, columns of a slice).
@@ -125,6 +131,10 @@ pub struct Plan {
     /// Sliding-window strides (3D): along x and y, and along z.
     pub val_stride_xy: usize,
     pub val_stride_z: usize,
+}
+
+fn is_ssnet(m: &Method) -> bool {
+    *m == Method::Ssnet
 }
 
 /// Canonical voxel size and dims `[x, y, z]` of a case from its header alone.
@@ -317,14 +327,24 @@ impl Plan {
             .unwrap_or_else(|| labeled_bs + (batch - lbs).min(n_unl).max(1));
         let gib = o.memory_gib.unwrap_or(DEFAULT_MEMORY_GIB);
         let budget = (gib * (1u64 << 30) as f64) as u64;
-        let by_budget = budget / (per_voxel * batch_size as u64);
+        // The samples of one training pass: the batch (SS-Net); AD-MT's student sees the
+        // labelled, the weak and the strong unlabelled views (L + 2U), with no VAT passes or
+        // heads, so SS-Net's measured bytes per voxel bound it from above.
+        let (samples, what) = match o.method {
+            Method::Ssnet => (batch_size, "batch"),
+            Method::Admt => (
+                2 * batch_size - labeled_bs,
+                "(L + 2U) samples of AD-MT's student pass",
+            ),
+        };
+        let by_budget = budget / (per_voxel * samples as u64);
         let by_binding = o
             .max_binding
-            .map(|b| b / (WIDEST_TENSOR_BYTES_PER_VOXEL * batch_size as u64));
+            .map(|b| b / (WIDEST_TENSOR_BYTES_PER_VOXEL * samples as u64));
         let max_patch_voxels = by_budget.min(by_binding.unwrap_or(u64::MAX));
         let memory = MemoryBound {
             formula: format!(
-                "patch voxels <= min(budget / ({per_voxel} B × batch), max_storage_binding / ({WIDEST_TENSOR_BYTES_PER_VOXEL} B × batch))"
+                "patch voxels <= min(budget / ({per_voxel} B × {what}), max_storage_binding / ({WIDEST_TENSOR_BYTES_PER_VOXEL} B × {what}))"
             ),
             budget_bytes: budget,
             bytes_per_voxel: per_voxel,
@@ -364,6 +384,7 @@ impl Plan {
             median_shape,
             network,
             network_reason,
+            method: o.method,
             preset: preset.to_string(),
             patch,
             batch_size,
@@ -395,7 +416,7 @@ impl Plan {
     pub fn describe(&self) -> String {
         let v = |a: [f64; 3]| format!("{:.3} × {:.3} × {:.3}", a[0], a[1], a[2]);
         format!(
-            "plan for {} ({} layout, {} channel {}):\n  cases: {} labelled, {} unlabelled, {} validation, {} test\n  median spacing {} mm -> target {} mm; median shape {:?}\n  network: {} ({}), SS-Net's '{}' hyper-parameters\n  patch {:?}, batch {}+{} ({})\n  {} classes: background, {}\n  intensity: {:?}",
+            "plan for {} ({} layout, {} channel {}):\n  cases: {} labelled, {} unlabelled, {} validation, {} test\n  median spacing {} mm -> target {} mm; median shape {:?}\n  network: {} ({}), {} on the '{}' hyper-parameters\n  patch {:?}, batch {}+{} ({})\n  {} classes: background, {}\n  intensity: {:?}",
             self.data.display(),
             self.layout,
             self.modality,
@@ -409,6 +430,10 @@ impl Plan {
             self.median_shape,
             self.network.name(),
             self.network_reason,
+            match self.method {
+                Method::Ssnet => "SS-Net",
+                Method::Admt => "AD-MT",
+            },
             self.preset,
             self.patch,
             self.labeled_bs,
