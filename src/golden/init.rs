@@ -10,7 +10,7 @@
 //! v_i = float32(a + b * (2 u_i - 1))                            (f64 arithmetic)
 //! ```
 //!
-//! (a, b) = (0, 1/sqrt(fan_in)) for tensors of 2+ axes (fan_in = shape[1] · prod(shape[2..]),
+//! (a, b) = (0, 1/sqrt(fan_in)) for tensors of 2+ axes (fan_in = `shape[1] · prod(shape[2..])`,
 //! PyTorch's default bound), (1, 0.25) for a 1-axis `.weight` (a BatchNorm scale), (2.5, 0.5)
 //! for a BatchNorm shift (a `.bias` beside a `.running_mean`: it keeps most pre-activations
 //! away from the ReLU's kink, where float32 rounding would decide), (0, 0.1) for other

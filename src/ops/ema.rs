@@ -10,7 +10,7 @@
 //! per slot, so the entry point is the largest of 16, 8 or 4 slots that
 //! `max_storage_buffers_per_shader_stage` allows (WebGPU's minimum, 8, gives 4); below 8 the
 //! per-tensor kernel runs. A tensor over `max_storage_buffer_binding_size` is cut into pieces
-//! of the binding limit (offsets aligned as [`super::launch_pieces`] aligns them), each piece
+//! of the binding limit (offsets aligned as `launch_pieces` aligns them), each piece
 //! a slot of its own. The arithmetic is the per-tensor kernel's f32 expression, so both paths
 //! give the same bits (tests/admt_ops.rs).
 
