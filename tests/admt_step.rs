@@ -284,3 +284,40 @@ fn resume_is_exact_and_saves_deterministic_bytes() {
     assert_eq!(bits(&a.teacher2), bits(&r.teacher2));
     assert_eq!(a.resume_state(), r.resume_state());
 }
+
+/// While teacher 2 is updated the coin decides CutMix (`coin < cutmix_prob`): a coin at the
+/// probability keeps the weak view unmixed even with a draw given; a coin below it without a
+/// draw is one line, not a silent unmixed step.
+#[test]
+fn the_cutmix_coin_decides_and_a_missing_draw_is_an_error() {
+    use ssnet::admt::cutmix::CutMix;
+    use ssnet::admt::{StepDraws, Teacher, TeacherSchedule};
+    let g = gpu();
+    let b = batch(&g, 2, 2, &[16, 16], 4, 5);
+    let mut t = AdmtTrainer::init(&g, UNET, cfg_2d(), 9).unwrap();
+    t.schedule = TeacherSchedule {
+        updated: Teacher::Two,
+        counter: 0,
+        period: 5,
+        max_period: 5,
+    };
+    let draw = CutMix::from_centres(vec![1, 0], 0.5, &[vec![8, 8], vec![8, 8]], &[16, 16]);
+    let draws = |coin: f64, cutmix: Option<CutMix>| StepDraws {
+        teacher_seed: 0,
+        student_seed: 0,
+        coin: Some(coin),
+        cutmix,
+    };
+    let r = t
+        .step_with(&b.inputs(), &draws(1.0, Some(draw.clone())))
+        .unwrap();
+    assert!(!r.cutmix, "a coin of 1.0 is not below cutmix_prob 1.0");
+    let r = t.step_with(&b.inputs(), &draws(0.3, Some(draw))).unwrap();
+    assert!(r.cutmix);
+    let e = t
+        .step_with(&b.inputs(), &draws(0.3, None))
+        .err()
+        .expect("a missing draw")
+        .to_string();
+    assert!(e.contains("no CutMix draw") && !e.contains('\n'), "{e}");
+}

@@ -463,17 +463,6 @@ fn ball_config(out: &Path, max_iterations: u64) -> TrainConfig {
     }
 }
 
-fn strip_times(v: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
-    v.into_iter()
-        .map(|mut v| {
-            let o = v.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("step_s");
-            v
-        })
-        .collect()
-}
-
 /// AD-MT's validation on the LA recipe: the student and teacher 1 scored at each epoch end
 /// and logged; the student's best (unrounded, `best_dice_stu = dice`) kept as
 /// best.safetensors, teacher 1's best (LA: kept rounded to 4 decimals) as
@@ -582,8 +571,8 @@ fn admt_validation_keeps_the_best_student_and_the_best_teacher() {
         );
     }
     assert_eq!(
-        strip_times(jsonl(&a.join("val.jsonl"))),
-        strip_times(jsonl(&b.join("val.jsonl")))
+        common::jsonl_without_times(&a.join("val.jsonl")),
+        common::jsonl_without_times(&b.join("val.jsonl"))
     );
     // `ssnet predict` takes the teacher's checkpoint like any network checkpoint.
     let (image, _) = ball(7);

@@ -468,17 +468,7 @@ fn bits(path: &Path) -> Vec<(String, Vec<u32>)> {
 
 /// The loss lines of train.jsonl without the timing fields.
 fn losses(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("train.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("step_s");
-            v
-        })
-        .collect()
+    common::jsonl_without_times(&dir.join("train.jsonl"))
 }
 
 #[test]

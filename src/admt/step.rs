@@ -145,9 +145,10 @@ pub struct AdmtLosses {
 pub struct StepDraws {
     pub teacher_seed: u64,
     pub student_seed: u64,
-    /// The coin of the CutMix test (`u < cutmix_prob`); None while teacher 1 is updated.
+    /// The coin of the CutMix test: CutMix while teacher 2 is updated and `coin <
+    /// cutmix_prob`; None (no CutMix) while teacher 1 is.
     pub coin: Option<f64>,
-    /// The CutMix draw; None when there is no CutMix this step.
+    /// The CutMix draw, used when the coin says CutMix (an error if it is then missing).
     pub cutmix: Option<CutMix>,
 }
 
@@ -353,7 +354,16 @@ impl AdmtTrainer {
         let (x_s, maps) = match updated {
             Teacher::One => (inp.strong.clone(), maps),
             Teacher::Two => {
-                if let Some(draw) = &draws.cutmix {
+                // The coin decides (u < cutmix_prob, ADMT.md §4 step 3); the draw must then
+                // be there.
+                let mix = draws.coin.is_some_and(|c| c < cfg.cutmix_prob);
+                if mix && draws.cutmix.is_none() {
+                    return Err(Error::op(
+                        "admt step",
+                        "the CutMix coin is below cutmix_prob but no CutMix draw was given",
+                    ));
+                }
+                if let Some(draw) = draws.cutmix.as_ref().filter(|_| mix) {
                     cutmix = true;
                     if draw.perm.len() != u || draw.boxes.len() != u {
                         return Err(Error::op(

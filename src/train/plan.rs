@@ -116,7 +116,7 @@ pub struct Plan {
     /// Why this network.
     pub network_reason: String,
     /// The method trained (`admt` recorded; SS-Net's plan.json keeps its bytes).
-    #[serde(default, skip_serializing_if = "is_ssnet")]
+    #[serde(default, skip_serializing_if = "Method::is_ssnet")]
     pub method: Method,
     /// The preset whose hyper-parameters apply (`la` or `acdc`).
     pub preset: String,
@@ -131,10 +131,6 @@ pub struct Plan {
     /// Sliding-window strides (3D): along x and y, and along z.
     pub val_stride_xy: usize,
     pub val_stride_z: usize,
-}
-
-fn is_ssnet(m: &Method) -> bool {
-    *m == Method::Ssnet
 }
 
 /// Canonical voxel size and dims `[x, y, z]` of a case from its header alone.

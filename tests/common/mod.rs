@@ -76,3 +76,19 @@ pub fn shrink_la_h5(src: &std::path::Path, dst: &std::path::Path, dims: [u64; 3]
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     std::fs::write(dst, b).unwrap();
 }
+
+/// The lines of a JSONL log without their timings (`time_s`, `step_s`), for comparing runs.
+#[allow(dead_code)]
+pub fn jsonl_without_times(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("step_s");
+            v
+        })
+        .collect()
+}
