@@ -316,8 +316,7 @@ fn the_cutmix_coin_decides_and_a_missing_draw_is_an_error() {
     assert!(r.cutmix);
     let e = t
         .step_with(&b.inputs(), &draws(0.3, None))
-        .err()
-        .expect("a missing draw")
+        .expect_err("a missing draw")
         .to_string();
     assert!(e.contains("no CutMix draw") && !e.contains('\n'), "{e}");
 }
